@@ -1,0 +1,199 @@
+"""PPO training with rsl-rl's runner: this loop adds checkpoints with full state, resume and clean stops."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rsl_rl.runners import OnPolicyRunner
+from rsl_rl.utils import check_nan
+
+from core import checkpoint, lifecycle
+from core.distributed import DistInfo, any_rank, init_process_group
+
+METRICS = "metrics.jsonl"
+
+
+def runner_config(algo: dict[str, Any], logger: dict[str, Any], *, seed: int, device: str,
+                  run_dir: Path, experiment: str, wandb_run_id: str) -> dict[str, Any]:
+    """rsl-rl's runner dict from the ``algo`` and ``logger`` config groups (a fresh copy: rsl-rl pops keys)."""
+    cfg = json.loads(json.dumps(algo))  # deep copy of plain data
+    cfg.pop("keep_checkpoints", None)
+    cfg.update(seed=seed, device=device, experiment_name=experiment, run_name="")
+    if logger["kind"] == "wandb":
+        cfg["logger"] = {
+            "class_name": "algos.wandb_writer:WandbWriter",
+            "run_id": wandb_run_id,
+            "project": logger["project"],
+            "entity": logger["entity"],
+            "group": logger["group"],
+            "tags": list(logger["tags"]),
+            "mode": logger["mode"],
+            "name": f"{experiment}/{run_dir.name}",
+        }
+    elif logger["kind"] == "tensorboard":
+        cfg["logger"] = "tensorboard"
+    else:
+        raise ValueError(f"logger.kind must be tensorboard or wandb, not '{logger['kind']}'")
+    return cfg
+
+
+class PPOTrainer(OnPolicyRunner):
+    """rsl-rl's OnPolicyRunner with a loop that counts completed iterations and can stop between them.
+
+    Unlike the stock runner, distributed training here also runs on the CPU (gloo), checkpoints carry the RNG
+    and logger state, and ``iterations_done`` is the number of completed iterations (what checkpoints are named by).
+    """
+
+    def __init__(self, env, train_cfg: dict, *, log_dir: str | None, device: str, dist: DistInfo,
+                 checkpoint_dir: Path, keep_checkpoints: int,
+                 on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+        self._dist = dist
+        super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        self.iterations_done = 0
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.keep_checkpoints = keep_checkpoints
+        self.on_iteration = on_iteration
+        self.on_checkpoint = on_checkpoint
+        self.last_stats: dict[str, Any] = {}
+
+    # rsl-rl's version assumes NCCL and cuda:LOCAL_RANK; this one follows the chosen device.
+    def _configure_multi_gpu(self) -> None:
+        info = self._dist
+        self.gpu_world_size = info.world_size
+        self.gpu_global_rank = info.rank
+        self.gpu_local_rank = info.local_rank
+        self.is_distributed = info.is_distributed
+        if not info.is_distributed:
+            self.cfg["multi_gpu"] = None
+            return
+        self.cfg["multi_gpu"] = {"global_rank": info.rank, "local_rank": info.local_rank, "world_size": info.world_size}
+        init_process_group(info, self.device)
+
+    # ------------------------------------------------------------------------------------ state
+    def training_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly: models, optimizer, counters, RNG."""
+        state = self.alg.save()
+        state.update(
+            iter=self.iterations_done,
+            learning_rate=self.alg.learning_rate,
+            logger={"tot_timesteps": self.logger.tot_timesteps, "tot_time": self.logger.tot_time},
+            rng={
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        )
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a checkpoint written by :meth:`training_state`."""
+        self.alg.load(state, None, strict=True)
+        self.alg.learning_rate = state.get("learning_rate", self.alg.learning_rate)
+        for group in self.alg.optimizer.param_groups:
+            group["lr"] = self.alg.learning_rate
+        self.iterations_done = int(state["iter"])
+        self.logger.tot_timesteps = state.get("logger", {}).get("tot_timesteps", 0)
+        self.logger.tot_time = state.get("logger", {}).get("tot_time", 0.0)
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+
+    def save_checkpoint(self) -> Path | None:
+        """Write the checkpoint of the completed iterations (rank 0 only) and prune old ones."""
+        if not self._dist.is_main:
+            return None
+        path = checkpoint.checkpoint_path(self.checkpoint_dir, self.iterations_done)
+        checkpoint.save_atomic(self.training_state(), path)
+        checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints)
+        if self.on_checkpoint:
+            self.on_checkpoint(self.iterations_done, path)
+        return path
+
+    # ------------------------------------------------------------------------------------ loop
+    def _episode_stats(self) -> dict[str, float]:
+        """Means of this iteration's finished-episode figures (read before the logger clears them)."""
+        stats: dict[str, float] = {}
+        for key in dict.fromkeys(k for info in self.logger.ep_extras for k in info):
+            values = [torch.as_tensor(info[key], dtype=torch.float).reshape(-1).cpu()
+                      for info in self.logger.ep_extras if key in info]
+            if values:
+                stats[key if "/" in key else f"Episode/{key}"] = float(torch.cat(values).mean())
+        if len(self.logger.rewbuffer) > 0:
+            stats["Train/mean_reward"] = statistics.mean(self.logger.rewbuffer)
+            stats["Train/mean_episode_length"] = statistics.mean(self.logger.lenbuffer)
+        return stats
+
+    def train(self, until: int) -> None:
+        """Run iterations until ``until`` are done; raise :class:`~core.lifecycle.Interrupted` on a stop request."""
+        if self.cfg.get("init_at_random_ep_len") and self.iterations_done == 0:
+            self.env.episode_length_buf = torch.randint_like(
+                self.env.episode_length_buf, high=int(self.env.max_episode_length)
+            )
+        obs = self.env.get_observations().to(self.device)
+        self.alg.train_mode()
+        if self.is_distributed:
+            self.alg.broadcast_parameters()
+        self.logger.init_logging_writer()
+        metrics_path = Path(self.logger.log_dir) / METRICS if self.logger.log_dir and self._dist.is_main else None
+        start_it = self.iterations_done
+        check = self.cfg.get("check_for_nan", True)
+        try:
+            for it in range(start_it, until):
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    for _ in range(self.cfg["num_steps_per_env"]):
+                        actions = self.alg.act(obs)
+                        obs, rewards, dones, extras = self.env.step(actions.to(self.env.device))
+                        if check:
+                            check_nan(obs, rewards, dones)
+                        obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
+                        self.alg.process_env_step(obs, rewards, dones, extras)
+                        self.logger.process_env_step(rewards, dones, extras, None)
+                    collect_time = time.perf_counter() - start
+                    learn_start = time.perf_counter()
+                    self.alg.compute_returns(obs)
+                loss_dict = self.alg.update()
+                learn_time = time.perf_counter() - learn_start
+                self.iterations_done = it + 1
+                self.current_learning_iteration = it
+                stats = self._episode_stats()
+                self.logger.log(
+                    it=it, start_it=start_it, total_it=until, collect_time=collect_time, learn_time=learn_time,
+                    loss_dict=loss_dict, learning_rate=self.alg.learning_rate,
+                    action_std=self.alg.get_policy().output_std, rnd_weight=None,
+                )
+                self.last_stats = {
+                    "iteration": self.iterations_done, "time": time.time(), "collect_s": collect_time,
+                    "learn_s": learn_time, "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
+                    "learning_rate": self.alg.learning_rate, **{f"Loss/{k}": v for k, v in loss_dict.items()}, **stats,
+                }
+                if metrics_path is not None:
+                    with open(metrics_path, "a") as handle:
+                        handle.write(json.dumps(self.last_stats) + "\n")
+                if self.on_iteration:
+                    self.on_iteration(self.iterations_done, self.last_stats)
+                stop = any_rank(lifecycle.stop_requested() is not None, self._dist, self.device)
+                if self.iterations_done % self.cfg["save_interval"] == 0 or self.iterations_done == until or stop:
+                    self.save_checkpoint()
+                if stop:
+                    raise lifecycle.Interrupted(lifecycle.stop_requested() or "stop requested on another rank",
+                                                self.iterations_done)
+        finally:
+            self.logger.stop_logging_writer()
+            if self.logger.writer is not None and hasattr(self.logger.writer, "flush"):
+                self.logger.writer.flush()

@@ -1,0 +1,289 @@
+"""Typed schemas for every config group, stored in Hydra's ConfigStore so mistakes fail at composition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+# --------------------------------------------------------------------------------------------- task
+@dataclass
+class RewardTermConfig:
+    """One reward term: its weight and the parameters its function receives."""
+
+    weight: float = MISSING
+    """Multiplier of the term's value in the summed reward (dimensionless; the reward is per second of sim time)."""
+    func: Optional[str] = None
+    """``module:function`` of a new term's function; leave null to keep the task's own function for this term."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the term's function, merged over the task's own (e.g. ``std``, ``threshold``)."""
+
+
+@dataclass
+class EventTermConfig:
+    """One domain-randomization or reset event of the environment."""
+
+    enabled: bool = True
+    """False removes the event from the environment."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments merged over the event's own (e.g. ``mass_distribution_params``)."""
+
+
+@dataclass
+class CommandRangesConfig:
+    """Ranges from which the velocity command is sampled."""
+
+    lin_vel_x: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """Forward velocity command range [min, max] in m/s."""
+    lin_vel_y: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """Lateral velocity command range [min, max] in m/s."""
+    ang_vel_z: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    """Yaw-rate command range [min, max] in rad/s."""
+    heading: list[float] = field(default_factory=lambda: [-3.14159, 3.14159])
+    """Heading command range [min, max] in rad (used when heading commands are on)."""
+
+
+@dataclass
+class CommandsConfig:
+    """The velocity command the policy tracks."""
+
+    ranges: CommandRangesConfig = field(default_factory=CommandRangesConfig)
+    """Sampling ranges of the command."""
+    resampling_time_s: float = 10.0
+    """Seconds between two command resamplings."""
+    heading_command: bool = True
+    """Sample a heading and derive the yaw rate from it, instead of sampling the yaw rate."""
+    standing_fraction: float = 0.02
+    """Fraction of environments commanded to stand still."""
+
+
+@dataclass
+class TerrainConfig:
+    """Ground the robots walk on."""
+
+    type: str = "generator"
+    """``generator`` (procedural rough terrain) or ``plane`` (flat ground)."""
+    num_rows: int = 10
+    """Terrain difficulty levels (rows of the terrain grid)."""
+    num_cols: int = 20
+    """Terrain types per level (columns of the terrain grid)."""
+    curriculum: bool = True
+    """Move robots to harder rows as they walk farther (terrain-level curriculum)."""
+    max_init_level: int = 5
+    """Highest difficulty row a robot may start on."""
+
+
+@dataclass
+class RobotConfig:
+    """Where the robot's model comes from."""
+
+    source: str = "project"
+    """``project``: the H1 model this project carries (offline); ``isaaclab``: Isaac Lab's official H1 USD from its
+    asset server (needs network, or ``ISAACSIM_ASSET_ROOT`` pointing at a local mirror); ``file``: ``file`` below."""
+    file: Optional[str] = None
+    """An MJCF (.xml) or URDF (.urdf) file, converted to USD once and cached; used when ``source`` is ``file``."""
+
+
+@dataclass
+class TaskConfig:
+    """An environment to train in. Fields that a task kind does not use are ignored by it."""
+
+    name: str = MISSING
+    """Short task name, used for the run directory (``outputs/<name>/...``)."""
+    kind: str = "isaaclab"
+    """``isaaclab``: an Isaac Lab manager-based environment; ``toy``: a small pure-torch environment for quick checks."""
+    isaaclab_id: Optional[str] = None
+    """Isaac Lab's registered environment id that this task starts from."""
+    num_envs: int = 4096
+    """Environments simulated in parallel (per process)."""
+    episode_length_s: float = 20.0
+    """Episode length in seconds of simulated time."""
+    sim_dt: float = 0.005
+    """Physics time step in seconds."""
+    decimation: int = 4
+    """Physics steps per policy step (the policy runs at 1 / (sim_dt * decimation) Hz)."""
+    physics: str = "newton_mjwarp"
+    """Physics preset: ``newton_mjwarp`` (MuJoCo-Warp on Newton, no Isaac Sim needed) or ``physx`` (needs Isaac Sim)."""
+    robot: RobotConfig = field(default_factory=RobotConfig)
+    """The robot model."""
+    terrain: TerrainConfig = field(default_factory=TerrainConfig)
+    """The ground."""
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
+    """The velocity command."""
+    observation_noise: bool = True
+    """Add the task's noise to the policy's observations."""
+    events: dict[str, EventTermConfig] = field(default_factory=dict)
+    """Randomization and reset events by name; set ``enabled: false`` to turn one off."""
+    rewards: dict[str, RewardTermConfig] = field(default_factory=dict)
+    """Reward terms by name. ``~task.rewards.NAME`` removes one; ``+task.rewards.NAME={func: m:f, weight: 1}`` adds one."""
+    objective: str = "Episode_Reward/track_lin_vel_xy_exp"
+    """Logged metric that measures success on this task; ``train.py`` returns it (sweepers maximise it)."""
+    env_overrides: dict[str, Any] = field(default_factory=dict)
+    """Escape hatch: dotted paths into Isaac Lab's env config and their values (``scene.env_spacing: 3.0``)."""
+
+
+# ---------------------------------------------------------------------------------------- algorithm
+@dataclass
+class DistributionConfig:
+    """Action distribution of a stochastic model (rsl-rl's ``distribution_cfg``)."""
+
+    class_name: str = "GaussianDistribution"
+    """rsl-rl distribution class."""
+    init_std: float = 1.0
+    """Initial standard deviation of the actions."""
+    std_type: str = "scalar"
+    """``scalar`` or ``log`` parameterisation of the standard deviation."""
+
+
+@dataclass
+class ModelConfig:
+    """An MLP actor or critic (rsl-rl's model config, same keys)."""
+
+    class_name: str = "MLPModel"
+    """rsl-rl model class."""
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    """Widths of the hidden layers."""
+    activation: str = "elu"
+    """Activation function name."""
+    obs_normalization: bool = False
+    """Normalize observations with running statistics."""
+    distribution_cfg: Optional[DistributionConfig] = None
+    """Action distribution; the actor needs one, the critic none."""
+
+
+@dataclass
+class PPOAlgorithmConfig:
+    """PPO settings (rsl-rl's ``algorithm`` keys)."""
+
+    class_name: str = "PPO"
+    """rsl-rl algorithm class."""
+    value_loss_coef: float = 1.0
+    """Weight of the value loss."""
+    use_clipped_value_loss: bool = True
+    """Clip the value loss like the policy loss."""
+    clip_param: float = 0.2
+    """PPO ratio clip."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    num_learning_epochs: int = 5
+    """Passes over each batch of experience."""
+    num_mini_batches: int = 4
+    """Minibatches per pass."""
+    learning_rate: float = 1.0e-3
+    """Initial learning rate."""
+    schedule: str = "adaptive"
+    """``adaptive`` (adjusted to hit ``desired_kl``) or ``fixed``."""
+    gamma: float = 0.99
+    """Discount factor."""
+    lam: float = 0.95
+    """GAE lambda."""
+    desired_kl: float = 0.01
+    """Target KL divergence of the adaptive schedule."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clip."""
+    optimizer: str = "adam"
+    """Optimizer name."""
+    normalize_advantage_per_mini_batch: bool = False
+    """Normalize advantages per minibatch instead of per batch."""
+
+
+@dataclass
+class AlgoConfig:
+    """The learner: rsl-rl's OnPolicyRunner settings with rsl-rl's own key names."""
+
+    class_name: str = "OnPolicyRunner"
+    """rsl-rl runner class."""
+    num_steps_per_env: int = 24
+    """Environment steps per environment in each iteration's rollout."""
+    max_iterations: int = 1500
+    """Training iterations of the whole run (a resumed run continues up to this count)."""
+    save_interval: int = 50
+    """Iterations between checkpoints (a checkpoint is also written at the end)."""
+    keep_checkpoints: int = 5
+    """Newest checkpoints kept in the run directory; older ones are deleted (0 keeps all)."""
+    obs_groups: dict[str, list[str]] = field(
+        default_factory=lambda: {"actor": ["policy"], "critic": ["policy"]}
+    )
+    """Which observation groups feed the actor and the critic."""
+    actor: ModelConfig = field(default_factory=lambda: ModelConfig(distribution_cfg=DistributionConfig()))
+    """Policy network."""
+    critic: ModelConfig = field(default_factory=ModelConfig)
+    """Value network."""
+    algorithm: PPOAlgorithmConfig = field(default_factory=PPOAlgorithmConfig)
+    """PPO settings."""
+    clip_actions: Optional[float] = None
+    """Clip actions to [-clip, clip] before the environment sees them; null leaves them as they are."""
+    init_at_random_ep_len: bool = True
+    """Start episodes at random lengths so resets spread over time."""
+    check_for_nan: bool = True
+    """Fail on NaN observations or rewards."""
+
+
+# ------------------------------------------------------------------------------------------- logger
+@dataclass
+class LoggerConfig:
+    """Where training curves go. TensorBoard files are always written; wandb mirrors them."""
+
+    kind: str = "tensorboard"
+    """``tensorboard`` or ``wandb``."""
+    project: str = "h1rl"
+    """wandb project."""
+    entity: Optional[str] = None
+    """wandb entity (team or user); null uses the account's default."""
+    group: Optional[str] = None
+    """wandb group, e.g. a sweep's name."""
+    tags: list[str] = field(default_factory=list)
+    """wandb tags."""
+    mode: str = "auto"
+    """wandb mode: ``online``, ``offline``, or ``auto`` (offline when no API key is configured)."""
+
+
+# ----------------------------------------------------------------------------------------- launcher
+@dataclass
+class LauncherConfig:
+    """Where the run executes. Each launcher extends this with its own settings."""
+
+    name: str = "local"
+    """Launcher name, recorded in the run's manifest."""
+
+
+# ------------------------------------------------------------------------------------------- train
+@dataclass
+class TrainConfig:
+    """Top-level config of ``train.py``."""
+
+    task: TaskConfig = MISSING
+    """Environment (config group ``task``)."""
+    algo: AlgoConfig = MISSING
+    """Learner (config group ``algo``)."""
+    launcher: LauncherConfig = MISSING
+    """Where the run executes (config group ``launcher``)."""
+    logger: LoggerConfig = MISSING
+    """Training curves (config group ``logger``)."""
+    seed: int = 42
+    """Random seed of the environment and the learner (each distributed rank adds its rank)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: env and learner alike."""
+    resume: Any = False
+    """``false``: a new run; ``true``: continue the latest run of this experiment; a run directory: continue it."""
+    experiment: str = "${task.name}"
+    """Experiment name: runs of one experiment share ``outputs/<experiment>/`` and ``resume=true`` looks there."""
+    output_root: str = "outputs"
+    """Folder under which run directories are made (relative to where train.py is started)."""
+    objective: str = "${task.objective}"
+    """Metric that ``run`` returns for sweepers: a logged key, averaged over the last 5 iterations."""
+    summary: bool = True
+    """Print the one-screen summary at the end of the run."""
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore: YAML files extend them through their defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(group="task", name="task_schema", node=TaskConfig)
+    store.store(group="algo", name="algo_schema", node=AlgoConfig)
+    store.store(group="logger", name="logger_schema", node=LoggerConfig)
+    store.store(group="launcher", name="launcher_schema", node=LauncherConfig)

@@ -1,0 +1,45 @@
+"""Stopping a run cleanly: a signal asks for a stop, the loop checkpoints at the iteration's end and raises."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+_stop_reason: str | None = None
+
+
+class Interrupted(RuntimeError):
+    """The run stopped early on request after writing a checkpoint; a launcher may requeue it."""
+
+    def __init__(self, reason: str, iteration: int) -> None:
+        super().__init__(f"run stopped at iteration {iteration}: {reason}")
+        self.reason = reason
+        self.iteration = iteration
+
+
+def request_stop(reason: str) -> None:
+    """Ask the training loop to checkpoint and stop after the current iteration (safe in a signal handler)."""
+    global _stop_reason
+    if _stop_reason is None:
+        _stop_reason = reason
+
+
+def stop_requested() -> str | None:
+    """The reason of a pending stop request, or None."""
+    return _stop_reason
+
+
+def clear() -> None:
+    """Forget a stop request (at the start of a run)."""
+    global _stop_reason
+    _stop_reason = None
+
+
+def _handler(signum: int, _frame: FrameType | None) -> None:
+    request_stop(signal.Signals(signum).name)
+
+
+def install_signal_handlers(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)) -> None:
+    """Turn these signals into stop requests (a second SIGINT still interrupts at once)."""
+    for sig in signals:
+        signal.signal(sig, _handler)

@@ -1,0 +1,137 @@
+"""Run directories: where a run lives, how `resume` finds it, and the manifest that reproduces it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_DIR = "checkpoints"
+MANIFEST = "manifest.json"
+# Packages whose versions decide what a run computes; recorded in every manifest.
+TRACKED_PACKAGES = (
+    "torch", "isaaclab", "rsl-rl-lib", "newton", "warp-lang", "mujoco", "mujoco-warp",
+    "hydra-core", "omegaconf", "numpy", "submitit", "sagemaker-train", "wandb", "tensorboard",
+)
+
+
+class ResumeError(ValueError):
+    """``resume`` names nothing that can be continued."""
+
+
+def _is_resume_flag(resume: Any) -> bool | None:
+    """True/False for boolean-like values, None for a path."""
+    if isinstance(resume, bool):
+        return resume
+    if resume is None:
+        return False
+    text = str(resume).strip().lower()
+    if text in {"true", "yes", "1"}:
+        return True
+    if text in {"false", "no", "0", "", "none", "null"}:
+        return False
+    return None
+
+
+def latest_run(output_root: str | os.PathLike, experiment: str) -> Path | None:
+    """The newest run directory of an experiment that has a manifest, or None."""
+    root = Path(output_root) / experiment
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+    return max(runs, key=lambda p: p.name) if runs else None
+
+
+def resolve_run_dir(output_root: str, experiment: str, resume: Any) -> str:
+    """The run directory for ``hydra.run.dir``: the run being resumed, or a new timestamped folder."""
+    flag = _is_resume_flag(resume)
+    if flag is None:
+        path = Path(str(resume)).expanduser()
+        if not (path / MANIFEST).is_file():
+            raise ResumeError(
+                f"resume={resume}: no run directory there (no {MANIFEST}). "
+                f"Give a folder under {output_root}/<experiment>/, or resume=true for the latest run."
+            )
+        return str(path.resolve())
+    if flag:
+        found = latest_run(output_root, experiment)
+        if found is None:
+            raise ResumeError(
+                f"resume=true: experiment '{experiment}' has no earlier run under {output_root}/{experiment}. "
+                "Start a new run (resume=false) or give resume=<run dir>."
+            )
+        return str(found.resolve())
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    return str(Path(output_root) / experiment / stamp)
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout
+
+
+def git_state(repo: Path) -> dict[str, Any]:
+    """Commit, branch and uncommitted diff (tracked and untracked files) of the project's checkout."""
+    commit = _git(["rev-parse", "HEAD"], repo)
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff": None}
+    diff = _git(["diff", "HEAD", "--no-color"], repo) or ""
+    untracked = (_git(["ls-files", "--others", "--exclude-standard"], repo) or "").split()
+    return {
+        "commit": commit.strip(),
+        "branch": (_git(["rev-parse", "--abbrev-ref", "HEAD"], repo) or "").strip(),
+        "dirty": bool(diff or untracked),
+        "diff": diff,
+        "untracked": untracked,
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that decide what a run computes."""
+    versions: dict[str, str | None] = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def project_root() -> Path:
+    """The checkout this code runs from."""
+    return Path(__file__).resolve().parent.parent
+
+
+def build_manifest(*, seed: int, device: str, launcher: str, overrides: list[str]) -> dict[str, Any]:
+    """What reproduces a run: code state, packages, machine, seed, device and command line."""
+    return {
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": [sys.executable, *sys.argv],
+        "overrides": overrides,
+        "cwd": os.getcwd(),
+        "git": git_state(project_root()),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "device": device,
+        "launcher": launcher,
+    }
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that a reader sees either the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)

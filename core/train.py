@@ -1,0 +1,171 @@
+"""`run(cfg)`: one training run from a composed config, the single entry point of every launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from core import ledger, lifecycle
+from core.distributed import dist_info, resolve_device
+from core.rundir import CHECKPOINT_DIR, MANIFEST, build_manifest, write_json_atomic
+
+SUMMARY = "summary.json"
+_PROCESS_START = time.time()
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    """Hydra's output folder for this job; a resumed single run already points at the old run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    from core.rundir import resolve_run_dir  # called without Hydra's app (tests, scripts)
+
+    return Path(resolve_run_dir(cfg.output_root, cfg.experiment, cfg.resume)).resolve()
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _objective(metrics: list[dict[str, Any]], key: str, window: int = 5) -> float:
+    values = [m[key] for m in metrics[-window:] if key in m]
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def run(cfg: DictConfig) -> float:
+    """Train as ``cfg`` says, in its run directory, continuing it when asked; returns ``cfg.objective``."""
+    import torch
+
+    from algos.ppo import METRICS, PPOTrainer, runner_config
+    from core import checkpoint
+    from tasks import build_env
+
+    lifecycle.clear()
+    info = dist_info()
+    device = resolve_device(cfg.device, info)
+    seed = int(cfg.seed) + info.rank
+    run_dir = _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    attempt = uuid.uuid4().hex[:8]
+    resuming = (run_dir / MANIFEST).is_file()
+    if info.is_main:
+        ledger.open_ledger(run_dir, attempt=attempt, launcher=cfg.launcher.name, host=os.uname().nodename,
+                           world_size=info.world_size)
+        ledger.record("process_start", at=_PROCESS_START, pid=os.getpid())
+        ledger.record("config_composed", resuming=resuming)
+        if not resuming:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
+            manifest = build_manifest(seed=int(cfg.seed), device=device, launcher=cfg.launcher.name,
+                                      overrides=_overrides())
+            manifest["world_size"] = info.world_size
+            manifest["wandb_run_id"] = uuid.uuid4().hex[:12]
+            write_json_atomic(run_dir / MANIFEST, manifest)
+    manifest = json.loads((run_dir / MANIFEST).read_text()) if (run_dir / MANIFEST).is_file() else {}
+
+    torch.manual_seed(seed)
+    handle = build_env(cfg.task, device, seed)
+    try:
+        if info.is_main:
+            ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
+        algo = OmegaConf.to_container(cfg.algo, resolve=True)
+        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+        train_cfg = runner_config(algo, logger_cfg, seed=seed, device=device, run_dir=run_dir,
+                                  experiment=cfg.experiment, wandb_run_id=manifest.get("wandb_run_id", "none"))
+
+        def on_iteration(done: int, stats: dict[str, Any]) -> None:
+            if info.is_main and done == start_iteration + 1:
+                ledger.record("first_iteration", iteration=done)
+
+        def on_checkpoint(done: int, path: Path) -> None:
+            ledger.record("checkpoint", iteration=done, path=str(path.relative_to(run_dir)))
+
+        trainer = PPOTrainer(
+            handle.env, train_cfg, log_dir=str(run_dir) if info.is_main else None, device=device, dist=info,
+            checkpoint_dir=checkpoint_dir, keep_checkpoints=int(cfg.algo.keep_checkpoints),
+            on_iteration=on_iteration, on_checkpoint=on_checkpoint if info.is_main else None,
+        )
+        start_iteration = 0
+        loaded = checkpoint.load_latest(checkpoint_dir, map_location=device)
+        if loaded is not None:
+            state, path, warnings = loaded
+            for warning in warnings:
+                print(f"[rlforge] {warning}")
+                if info.is_main:
+                    ledger.record("checkpoint_unreadable", message=warning)
+            trainer.restore(state)
+            start_iteration = trainer.iterations_done
+            print(f"[rlforge] resuming {run_dir} from {path.name} at iteration {start_iteration}")
+            if info.is_main:
+                ledger.record("resume", iteration=start_iteration, checkpoint=path.name)
+        elif resuming and info.is_main:
+            ledger.record("resume", iteration=0, checkpoint=None)
+
+        target = int(cfg.algo.max_iterations)
+        try:
+            if start_iteration < target:
+                trainer.train(until=target)
+        except lifecycle.Interrupted as stop:
+            if info.is_main:
+                ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
+            raise
+        except BaseException as error:
+            if info.is_main:
+                ledger.record("end", how="failed", error=repr(error)[:500], iteration=trainer.iterations_done)
+            raise
+    finally:
+        handle.close()
+
+    metrics = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()] \
+        if (run_dir / METRICS).is_file() else []
+    objective = _objective(metrics, cfg.objective)
+    if info.is_main:
+        newest = checkpoint.list_checkpoints(checkpoint_dir)
+        summary = {
+            "run_dir": str(run_dir),
+            "iterations": trainer.iterations_done,
+            "checkpoint": str(newest[0][1]) if newest else None,
+            "tensorboard": str(run_dir),
+            "objective": {"key": cfg.objective, "value": objective},
+            "last": trainer.last_stats,
+            "device": device,
+        }
+        write_json_atomic(run_dir / SUMMARY, summary)
+        ledger.record("end", how="completed", iteration=trainer.iterations_done)
+        if cfg.summary:
+            print_summary(summary, metrics)
+    return objective
+
+
+def print_summary(summary: dict[str, Any], metrics: list[dict[str, Any]]) -> None:
+    """One screen: where the run's outputs are and how it ended."""
+    last = summary.get("last") or {}
+    steps = sum(m.get("env_steps", 0) for m in metrics)
+    seconds = sum(m.get("collect_s", 0) + m.get("learn_s", 0) for m in metrics)
+    lines = [
+        "",
+        "=" * 72,
+        f" run finished: {summary['iterations']} iterations on {summary['device']}",
+        "=" * 72,
+        f" run directory   {summary['run_dir']}",
+        f" checkpoint      {summary['checkpoint']}",
+        f" tensorboard     tensorboard --logdir {summary['tensorboard']}",
+        f" config          {summary['run_dir']}/config.yaml",
+        f" mean reward     {last.get('Train/mean_reward', float('nan')):.3f}"
+        f"   mean episode length {last.get('Train/mean_episode_length', float('nan')):.1f}",
+        f" objective       {summary['objective']['key']} = {summary['objective']['value']:.4f}",
+        f" throughput      {steps / seconds if seconds else 0:.0f} env-steps/s over {len(metrics)} logged iterations",
+        f" resume with     python train.py resume={summary['run_dir']}",
+        "=" * 72,
+    ]
+    print("\n".join(lines))

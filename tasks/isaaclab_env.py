@@ -1,0 +1,187 @@
+"""Build an Isaac Lab manager-based environment from a task config (Isaac Lab is imported here, lazily)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tasks.registry import EnvHandle
+
+PROJECT_H1 = Path(__file__).resolve().parent / "robots" / "h1" / "h1.xml"
+_ENTITY_KEY = "_scene_entity_"
+
+
+def _resolve_callable(path: str):
+    """Import ``module:function`` (or ``module.function``)."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import reward/event function '{path}': {error}") from error
+
+
+def _to_isaac_value(value: Any) -> Any:
+    """YAML values to what Isaac Lab configs expect: tuples for lists, SceneEntityCfg for entity dicts."""
+    if isinstance(value, dict):
+        if _ENTITY_KEY in value:
+            from isaaclab.managers import SceneEntityCfg
+
+            kwargs = {k: _to_isaac_value(v) for k, v in value.items() if k != _ENTITY_KEY}
+            return SceneEntityCfg(value[_ENTITY_KEY], **kwargs)
+        return {k: _to_isaac_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_to_isaac_value(v) for v in value)
+    return value
+
+
+def _terms(group: Any) -> dict[str, Any]:
+    """The active terms (non-None manager term configs) of a rewards/events config object."""
+    return {name: term for name, term in vars(group).items() if not name.startswith("_") and term is not None}
+
+
+def robot_usd(task: DictConfig) -> str | None:
+    """The USD file of the task's robot, or None to keep Isaac Lab's own asset."""
+    from tasks.robots.usd_writer import convert_to_usd
+
+    source = task.robot.source
+    if source == "project":
+        return str(convert_to_usd(PROJECT_H1))
+    if source == "file":
+        if not task.robot.file:
+            raise ValueError("task.robot.source=file needs task.robot.file=<path to an MJCF or URDF file>")
+        return str(convert_to_usd(task.robot.file))
+    if source == "isaaclab":
+        return None
+    raise ValueError(f"task.robot.source must be project, isaaclab or file, not '{source}'")
+
+
+def apply_rewards(env_cfg: Any, rewards: dict[str, Any]) -> None:
+    """Make the env's reward terms exactly the configured ones: weights, params, new and removed terms."""
+    from isaaclab.managers import RewardTermCfg
+
+    existing = _terms(env_cfg.rewards)
+    for name in existing:
+        if name not in rewards:
+            setattr(env_cfg.rewards, name, None)
+    for name, term in rewards.items():
+        params = _to_isaac_value(dict(term.get("params") or {}))
+        if term.get("func"):
+            merged = {**(existing[name].params if name in existing else {}), **params}
+            setattr(env_cfg.rewards, name, RewardTermCfg(func=_resolve_callable(term["func"]), weight=float(term["weight"]), params=merged))
+        elif name in existing:
+            existing[name].weight = float(term["weight"])
+            existing[name].params.update(params)
+        else:
+            raise ValueError(
+                f"reward term '{name}' is not one of this environment's ({', '.join(sorted(existing))}); "
+                f"to add a new term give its function: task.rewards.{name}.func=module:function"
+            )
+
+
+def apply_events(env_cfg: Any, events: dict[str, Any]) -> None:
+    """Turn events off or change their parameters."""
+    existing = _terms(env_cfg.events)
+    for name, event in events.items():
+        if name not in existing:
+            raise ValueError(f"event '{name}' is not one of this environment's: {', '.join(sorted(existing))}")
+        if not event["enabled"]:
+            setattr(env_cfg.events, name, None)
+        else:
+            existing[name].params.update(_to_isaac_value(dict(event.get("params") or {})))
+
+
+def set_dotted(obj: Any, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` on nested config objects or dicts, refusing paths that do not exist."""
+    *parents, last = dotted.split(".")
+    target = obj
+    for i, part in enumerate(parents):
+        target = target[part] if isinstance(target, dict) else getattr(target, part, None)
+        if target is None:
+            raise ValueError(f"env_overrides: '{'.'.join(parents[: i + 1])}' does not exist in the env config")
+    if isinstance(target, dict):
+        target[last] = value
+    elif hasattr(target, last):
+        setattr(target, last, value)
+    else:
+        raise ValueError(f"env_overrides: '{dotted}' does not exist in the env config")
+
+
+def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
+    """Isaac Lab's env config for ``task.isaaclab_id``, with every field of the task config applied."""
+    from isaaclab_tasks.utils import resolve_task_config
+
+    overrides = [] if task.physics == "newton_mjwarp" else [f"physics={task.physics}"]
+    env_cfg, _ = resolve_task_config(task.isaaclab_id, None, overrides=overrides)
+    container = OmegaConf.to_container(task, resolve=True)
+
+    env_cfg.seed = seed
+    env_cfg.sim.device = device
+    env_cfg.scene.num_envs = task.num_envs
+    env_cfg.episode_length_s = task.episode_length_s
+    env_cfg.decimation = task.decimation
+    env_cfg.sim.dt = task.sim_dt
+    env_cfg.sim.render_interval = task.decimation
+    if env_cfg.scene.contact_forces is not None:
+        env_cfg.scene.contact_forces.update_period = task.sim_dt
+
+    usd = robot_usd(task)
+    if usd is not None:
+        env_cfg.scene.robot.spawn.usd_path = usd
+
+    terrain = env_cfg.scene.terrain
+    if task.terrain.type == "plane":
+        terrain.terrain_type = "plane"
+        terrain.terrain_generator = None
+        env_cfg.scene.height_scanner = None
+        env_cfg.observations.policy.height_scan = None
+        env_cfg.curriculum.terrain_levels = None
+    elif task.terrain.type == "generator":
+        if terrain.terrain_generator is None:
+            raise ValueError(f"task {task.name}: this environment has no terrain generator; use task.terrain.type=plane")
+        terrain.terrain_generator.num_rows = task.terrain.num_rows
+        terrain.terrain_generator.num_cols = task.terrain.num_cols
+        terrain.terrain_generator.curriculum = task.terrain.curriculum
+        terrain.max_init_terrain_level = task.terrain.max_init_level
+        if not task.terrain.curriculum:
+            env_cfg.curriculum.terrain_levels = None
+    else:
+        raise ValueError(f"task.terrain.type must be 'generator' or 'plane', not '{task.terrain.type}'")
+    if env_cfg.scene.height_scanner is not None:
+        env_cfg.scene.height_scanner.update_period = task.decimation * task.sim_dt
+
+    command = env_cfg.commands.base_velocity
+    ranges = task.commands.ranges
+    command.ranges.lin_vel_x = tuple(ranges.lin_vel_x)
+    command.ranges.lin_vel_y = tuple(ranges.lin_vel_y)
+    command.ranges.ang_vel_z = tuple(ranges.ang_vel_z)
+    command.ranges.heading = tuple(ranges.heading)
+    command.resampling_time_range = (task.commands.resampling_time_s, task.commands.resampling_time_s)
+    command.heading_command = task.commands.heading_command
+    command.rel_standing_envs = task.commands.standing_fraction
+
+    env_cfg.observations.policy.enable_corruption = task.observation_noise
+    apply_events(env_cfg, container["events"])
+    apply_rewards(env_cfg, container["rewards"])
+    for dotted, value in container["env_overrides"].items():
+        set_dotted(env_cfg, dotted, _to_isaac_value(value))
+    return env_cfg
+
+
+def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
+    """Launch the (kit-less) simulation and build the wrapped environment."""
+    from isaaclab.app import launch_simulation
+
+    env_cfg = build_env_cfg(task, device, seed)
+    stack = contextlib.ExitStack()
+    stack.enter_context(launch_simulation(env_cfg, {"device": device}))
+    from isaaclab.envs import ManagerBasedRLEnv
+    from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
+
+    env = ManagerBasedRLEnv(cfg=env_cfg)
+    stack.callback(env.close)
+    wrapped = RslRlVecEnvWrapper(env)
+    return EnvHandle(env=wrapped, close=stack.close, info={"kind": "isaaclab", "env_cfg": env_cfg})

@@ -1,0 +1,81 @@
+"""A point mass tracking a velocity command: a tiny pure-torch VecEnv that exercises the training path fast."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from tensordict import TensorDict
+
+from tasks.registry import EnvHandle
+
+
+class PointMassVelocityEnv:
+    """2-D point masses that learn to follow a commanded velocity.
+
+    Observations (num_envs, 6): velocity (2), command (2), last action (2). Actions (num_envs, 2): accelerations.
+    Reward terms: ``track_velocity`` (exp of the squared tracking error over ``std``^2) and ``action_magnitude``
+    (squared action norm), each scaled by its weight and the step length, as Isaac Lab's reward manager does.
+    """
+
+    def __init__(self, task: DictConfig, device: str, seed: int) -> None:
+        self.device = torch.device(device)
+        self.num_envs = int(task.num_envs)
+        self.num_actions = 2
+        self.dt = float(task.sim_dt) * int(task.decimation)
+        self.max_episode_length = int(round(float(task.episode_length_s) / self.dt))
+        self.cfg = {"task": "toy", "num_envs": self.num_envs}
+        known = {"track_velocity", "action_magnitude"}
+        unknown = set(task.rewards) - known
+        if unknown:
+            raise ValueError(f"toy task has no reward terms {sorted(unknown)}; valid: {sorted(known)}")
+        self.weights = {name: float(term.weight) for name, term in task.rewards.items()}
+        self.std = float(task.rewards.get("track_velocity", {}).get("params", {}).get("std", 0.5))
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.velocity = torch.zeros(self.num_envs, 2, device=self.device)
+        self.command = torch.zeros(self.num_envs, 2, device=self.device)
+        self.last_action = torch.zeros(self.num_envs, 2, device=self.device)
+        self.episode_length_buf = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.episode_sums = {name: torch.zeros(self.num_envs, device=self.device) for name in self.weights}
+        self._resample(torch.arange(self.num_envs, device=self.device))
+
+    def _resample(self, ids: torch.Tensor) -> None:
+        shape = (len(ids), 2)
+        self.command[ids] = torch.rand(shape, generator=self.generator, device=self.device) * 2.0 - 1.0
+        self.velocity[ids] = 0.0
+        self.last_action[ids] = 0.0
+        self.episode_length_buf[ids] = 0
+
+    def get_observations(self) -> TensorDict:
+        obs = torch.cat([self.velocity, self.command, self.last_action], dim=-1)
+        return TensorDict({"policy": obs}, batch_size=[self.num_envs], device=self.device)
+
+    def step(self, actions: torch.Tensor):
+        actions = actions.clamp(-5.0, 5.0)
+        self.velocity = self.velocity * 0.9 + actions * self.dt * 2.0
+        self.last_action = actions
+        error = ((self.velocity - self.command) ** 2).sum(-1)
+        terms = {
+            "track_velocity": torch.exp(-error / self.std**2),
+            "action_magnitude": (actions**2).sum(-1),
+        }
+        reward = torch.zeros(self.num_envs, device=self.device)
+        for name, weight in self.weights.items():
+            value = terms[name] * weight * self.dt
+            self.episode_sums[name] += value
+            reward += value
+        self.episode_length_buf += 1
+        time_outs = self.episode_length_buf >= self.max_episode_length
+        extras: dict = {"time_outs": time_outs, "log": {}}
+        done_ids = time_outs.nonzero(as_tuple=False).flatten()
+        if len(done_ids):
+            for name, sums in self.episode_sums.items():
+                extras["log"][f"Episode_Reward/{name}"] = sums[done_ids].mean() / (self.max_episode_length * self.dt)
+                sums[done_ids] = 0.0
+            extras["log"]["Metrics/velocity_error"] = error[done_ids].sqrt().mean()
+            self._resample(done_ids)
+        return self.get_observations(), reward, time_outs.long(), extras
+
+
+def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
+    """Build the toy environment."""
+    return EnvHandle(env=PointMassVelocityEnv(task, device, seed), info={"kind": "toy"})
