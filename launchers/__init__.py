@@ -1,0 +1,1 @@
+"""Launchers that send training runs somewhere other than this process."""
