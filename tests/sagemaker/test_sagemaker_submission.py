@@ -1,0 +1,147 @@
+"""Submitting runs and sweeps with `launcher=sagemaker` creates the right Training Jobs in the emulator."""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+import tarfile
+
+import pytest
+
+from launchers.sagemaker import JOB_NAME_LIMIT, container_overrides, job_stem
+from sagemaker_emulator import BUCKET, IMAGE, ROLE, run_train, sagemaker_args
+
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def command_of(aws, request) -> list[str]:
+    """The command line the job's sm_train.sh runs, read back from the uploaded drivers."""
+    channel = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
+    key = channel["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
+    script = aws.read(f"{key}/sm_train.sh").decode()
+    body = script.split("<<'SAGEMAKER_BASE_COMMAND_EOF'\n", 1)[1].split("\nSAGEMAKER_BASE_COMMAND_EOF", 1)[0]
+    return shlex.split(body)
+
+
+def overrides_of(aws, request) -> list[str]:
+    command = command_of(aws, request)
+    return command[command.index("--") + 1 :]
+
+
+def test_single_run_creates_one_job_with_its_settings(aws, monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("WANDB_API_KEY", "secret-value-from-submitter")
+    status = run_train(
+        sagemaker_args(
+            "algo.max_iterations=2",
+            "seed=7",
+            "launcher.instance_type=ml.g5.12xlarge",
+            "launcher.instance_count=2",
+            "launcher.volume_size_gb=200",
+            "launcher.max_runtime_s=7200",
+            "launcher.spot=true",
+            "launcher.max_wait_s=10800",
+            "+launcher.tags={team: locomotion}",
+            "+launcher.environment={NCCL_DEBUG: INFO}",
+            "launcher.secret_env=[WANDB_API_KEY]",
+            "launcher.subnets=[subnet-1]",
+            "launcher.security_group_ids=[sg-1]",
+        ),
+        monkeypatch,
+        tmp_path,
+    )
+    output = capfd.readouterr()
+    assert status == 0, output.err
+    assert len(aws.created_jobs) == 1
+    request = aws.created_jobs[0]
+    name = request["TrainingJobName"]
+    assert JOB_NAME.match(name) and len(name) <= JOB_NAME_LIMIT
+    assert name.startswith("robot-rl-toy-")
+    assert request["RoleArn"] == ROLE
+    assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 2, "VolumeSizeInGB": 200}
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 10800}
+    assert request["VpcConfig"] == {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}
+    stem = name.rsplit("-", 1)[0]
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"s3://{BUCKET}/robot-rl/{stem}/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/robot-rl/{stem}/output"
+    assert request["Environment"]["WANDB_API_KEY"] == "secret-value-from-submitter"
+    assert request["Environment"]["NCCL_DEBUG"] == "INFO"
+    tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
+    assert tags["team"] == "locomotion" and tags["task"] == "toy" and "git-commit" in tags
+
+    # The job runs train.py with exactly the run's overrides, minus those that chose the launcher.
+    assert overrides_of(aws, request) == ["task=toy", "algo.max_iterations=2", "seed=7"]
+
+    # The job exists in the emulator, and the source it names was uploaded.
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=name)
+    assert described["ResourceConfig"]["InstanceCount"] == 2
+    code = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "code")
+    source_key = code["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
+    with tarfile.open(fileobj=io.BytesIO(aws.read(source_key))) as archive:
+        names = set(archive.getnames())
+    assert {"train.py", "launchers/sagemaker_entry.py", "conf/train.yaml", "core/train.py"} <= names
+    assert not any(n.startswith((".venv/", "outputs/", ".git/")) or "__pycache__" in n for n in names)
+
+    # Submission prints where to look, and the secret is in no file the launcher wrote.
+    assert name in output.err + output.out
+    assert f"console.aws.amazon.com/sagemaker/home?region=us-east-1#/jobs/{name}" in output.err + output.out
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "sagemaker_job.json" for p in written)
+    assert all("secret-value-from-submitter" not in p.read_text(errors="replace") for p in written)
+
+
+def test_sweep_creates_one_job_per_point_with_distinct_names_and_checkpoints(aws, monkeypatch, tmp_path):
+    status = run_train(
+        sagemaker_args("algo.max_iterations=2", "task.rewards.action_magnitude.weight=-0.01,-0.02,-0.05"),
+        monkeypatch,
+        tmp_path,
+    )
+    assert status == 0
+    assert len(aws.created_jobs) == 3
+    names = [r["TrainingJobName"] for r in aws.created_jobs]
+    assert len(set(names)) == 3 and all(JOB_NAME.match(n) for n in names)
+    checkpoints = [r["CheckpointConfig"]["S3Uri"] for r in aws.created_jobs]
+    assert len(set(checkpoints)) == 3
+    weights = [overrides_of(aws, r)[-1] for r in aws.created_jobs]
+    assert weights == [f"task.rewards.action_magnitude.weight={w}" for w in ("-0.01", "-0.02", "-0.05")]
+    # One source package serves the whole sweep.
+    sources = {c["DataSource"]["S3DataSource"]["S3Uri"] for r in aws.created_jobs for c in r["InputDataConfig"] if c["ChannelName"] == "code"}
+    assert len(sources) == 1 and len(aws.keys("robot-rl/source/")) == 1
+    listed = aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    assert sorted(j["TrainingJobName"] for j in listed) == sorted(names)
+
+
+def test_dry_run_prints_the_request_and_sends_nothing(aws, monkeypatch, tmp_path, capfd):
+    status = run_train(sagemaker_args("launcher.dry_run=true", "seed=1,2"), monkeypatch, tmp_path)
+    output = capfd.readouterr()
+    assert status == 0
+    assert output.out.count("dry run, nothing sent") + output.err.count("dry run, nothing sent") == 2
+    assert "-- task=toy seed=1" in output.out + output.err
+    assert aws.created_jobs == []
+    assert aws.keys() == []
+
+
+def test_job_names_stay_unique_and_within_the_limit():
+    long_base = "a-very-long-project-name-for-humanoid-locomotion-on-rough-terrain"
+    stems = {job_stem(long_base, token, num) for token in ("aaaaaa", "bbbbbb") for num in range(200)}
+    assert len(stems) == 400
+    for stem in stems:
+        assert len(stem) + len("-20260101120000") <= JOB_NAME_LIMIT
+        assert JOB_NAME.match(stem)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kept"),
+    [
+        (["launcher=sagemaker", "launcher.role=x", "task=toy"], ["task=toy"]),
+        (["+launcher.tags={a: b}", "hydra.verbose=true", "seed=3", "resume=true"], ["seed=3"]),
+        (["~task.rewards.x", "+task.rewards.y={weight: 1}"], ["~task.rewards.x", "+task.rewards.y={weight: 1}"]),
+    ],
+)
+def test_container_overrides_drop_only_launch_settings(overrides, kept):
+    assert container_overrides(overrides) == kept
