@@ -83,8 +83,15 @@ class PPOTrainer(OnPolicyRunner):
     def training_state(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly: models, optimizer, counters, RNG."""
         state = self.alg.save()
+        obs = self.env.get_observations()
         state.update(
             iter=self.iterations_done,
+            policy_io={
+                "obs_groups": self.cfg["obs_groups"],
+                "obs_dims": {group: int(obs[group].shape[-1]) for group in obs.keys()},
+                "num_actions": int(self.env.num_actions),
+                "actor": self.cfg["actor"],
+            },
             learning_rate=self.alg.learning_rate,
             logger={"tot_timesteps": self.logger.tot_timesteps, "tot_time": self.logger.tot_time},
             rng={
