@@ -123,10 +123,17 @@ def export_model(run_dir: Path, model_dir: Path) -> list[str]:
     return copied
 
 
-def write_failure(output_dir: Path, message: str) -> None:
-    """Write the reason SageMaker reports for a failed job (its first 1024 characters)."""
+def write_failure(output_dir: Path, status: int, tail: Sequence[str]) -> str:
+    """Write the reason SageMaker reports for a failed job: the exit status and the last output.
+
+    SageMaker keeps the first 1024 characters, so the output is cut from its start, keeping
+    its end, where the error is.
+    """
+    header = f"train.py exited with status {status}; last output:\n"
+    output = "\n".join(tail)[-(FAILURE_REASON_LIMIT - len(header)) :]
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "failure").write_text(message[-FAILURE_REASON_LIMIT:])
+    (output_dir / "failure").write_text(header + output)
+    return header + output
 
 
 def run_training(command: list[str], extra_env: Mapping[str, str]) -> tuple[int, list[str]]:
@@ -169,8 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output_dir = Path(os.environ.get("SM_OUTPUT_DIR", "/opt/ml/output"))
     if status != 0:
-        reason = f"train.py exited with status {status}; last output:\n" + "\n".join(tail)
-        write_failure(output_dir, reason)
+        write_failure(output_dir, status, tail)
         return status if status > 0 else 128 - status
     if int(layout["node_rank"]) == 0:
         model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))

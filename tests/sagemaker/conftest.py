@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ def moto_endpoint():
     """URL of a moto server speaking the S3, STS and SageMaker APIs, in this process."""
     from moto.server import ThreadedMotoServer
 
+    # The server logs every request; the tests look at what was stored instead.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
