@@ -16,10 +16,6 @@ pytest.importorskip("sagemaker.train", reason="sagemaker-train is needed for the
 from sagemaker_emulator import BUCKET, LOCAL_HOSTS, REGION, Aws  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "sagemaker: SageMaker launcher tests against an in-process moto server")
-
-
 def pytest_collection_modifyitems(items):
     here = Path(__file__).parent
     for item in items:

@@ -44,9 +44,16 @@ class Aws:
         return self.client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read()
 
     def backend_job(self, name: str):
+        """moto's own record of a training job, to move it to a status real jobs reach."""
+        return self.all_backend_jobs_by_name()[name]
+
+    def all_backend_jobs_by_name(self) -> dict:
         from moto.backends import get_backend
 
-        return get_backend("sagemaker")[ACCOUNT][REGION].training_jobs[name]
+        return get_backend("sagemaker")[ACCOUNT][REGION].training_jobs
+
+    def all_backend_jobs(self) -> list:
+        return list(self.all_backend_jobs_by_name().values())
 
 
 def run_train(args: list[str], monkeypatch, cwd: Path) -> int:
