@@ -16,9 +16,10 @@ import secrets
 import shlex
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from hydra_plugins.sagemaker_launcher.config import SageMakerSettings
 from launchers.sagemaker_source import SourcePackage, SourcePackageError, package_source
@@ -71,7 +72,7 @@ class PlannedJob:
     """Name of the task, used in the default job name."""
     resume: bool = False
     """Whether the run asked to continue an existing run (`resume=...` not false)."""
-    record_dir: Optional[Path] = None
+    record_dir: Path | None = None
     """Local folder where the submission record of this run is written; None writes none."""
 
 
@@ -89,7 +90,7 @@ class SubmittedJob:
     container_overrides: list[str]
     environment: dict[str, str]
     tags: dict[str, str]
-    name: Optional[str] = None
+    name: str | None = None
     """The Training Job name, known once the job is created."""
     final: dict[str, Any] = field(default_factory=dict)
     """The last DescribeTrainingJob answer, once followed to a terminal status."""
@@ -202,14 +203,13 @@ def check_settings(settings: SageMakerSettings) -> None:
         raise LaunchError("SageMaker launch refused:\n  - " + "\n  - ".join(problems))
 
 
-def secret_values(names: Sequence[str], environ: Optional[dict[str, str]] = None) -> dict[str, str]:
+def secret_values(names: Sequence[str], environ: dict[str, str] | None = None) -> dict[str, str]:
     """Values of the named variables from the submitter's environment; all must be set."""
     environ = os.environ if environ is None else environ
     missing = [name for name in names if not environ.get(name)]
     if missing:
         raise LaunchError(
-            f"launcher.secret_env names variables not set in this environment: {missing}; "
-            "export them before submitting"
+            f"launcher.secret_env names variables not set in this environment: {missing}; export them before submitting"
         )
     return {name: environ[name] for name in names}
 
@@ -327,9 +327,9 @@ def plan_jobs(
     *,
     boto_session=None,
     region: str = "<region>",
-    output_path: Optional[str] = None,
-    launch_token: Optional[str] = None,
-    environ: Optional[dict[str, str]] = None,
+    output_path: str | None = None,
+    launch_token: str | None = None,
+    environ: dict[str, str] | None = None,
 ) -> list[SubmittedJob]:
     """Names, S3 locations, environment and tags of every job; checks checkpoint sharing.
 
@@ -414,9 +414,7 @@ def build_trainer(job: SubmittedJob, sdk_session, source_s3_uri: str, git_commit
         max_wait = settings.max_wait_s if settings.max_wait_s is not None else 2 * settings.max_runtime_s
     networking = None
     if settings.subnets:
-        networking = Networking(
-            subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids)
-        )
+        networking = Networking(subnets=list(settings.subnets), security_group_ids=list(settings.security_group_ids))
     tags = [Tag(key=key, value=str(value)) for key, value in {**job.tags, "git-commit": git_commit}.items()]
     return ModelTrainer(
         sagemaker_session=sdk_session,
@@ -456,7 +454,8 @@ def describe_request(job: SubmittedJob, source: SourcePackage, source_s3_uri: st
         f"  image:       {settings.image_uri}",
         f"  role:        {settings.role}",
         f"  instances:   {settings.instance_count} x {settings.instance_type}, {settings.volume_size_gb} GB volume",
-        f"  spot:        {settings.spot}" + (f" (max wait {settings.max_wait_s or 2 * settings.max_runtime_s} s)" if settings.spot else ""),
+        f"  spot:        {settings.spot}"
+        + (f" (max wait {settings.max_wait_s or 2 * settings.max_runtime_s} s)" if settings.spot else ""),
         f"  max runtime: {settings.max_runtime_s} s",
         f"  command:     {command.strip()}",
         f"  source:      {source_s3_uri} ({source.size_bytes / 1e6:.2f} MB, {source.file_count} files)",
@@ -466,7 +465,9 @@ def describe_request(job: SubmittedJob, source: SourcePackage, source_s3_uri: st
         f"  tags:        {job.tags}",
     ]
     if settings.subnets:
-        lines.append(f"  vpc:         subnets {list(settings.subnets)}, security groups {list(settings.security_group_ids)}")
+        lines.append(
+            f"  vpc:         subnets {list(settings.subnets)}, security groups {list(settings.security_group_ids)}"
+        )
     if settings.keep_alive_s:
         lines.append(f"  keep-alive:  {settings.keep_alive_s} s")
     return "\n".join(lines)
@@ -536,13 +537,13 @@ def launch(
         except SourcePackageError as error:
             raise LaunchError(str(error)) from error
         git_commit = source.git_commit[:12] + ("-dirty" if source.git_dirty else "")
-        log.info(
-            "source package: %.2f MB, %d files, commit %s", source.size_bytes / 1e6, source.file_count, git_commit
-        )
+        log.info("source package: %.2f MB, %d files, commit %s", source.size_bytes / 1e6, source.file_count, git_commit)
 
         if shared.dry_run:
             region = shared.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "<region>"
-            output_path = shared.output_path or f"s3://sagemaker-{region}-<account>/{sanitize_name(shared.project_name)}"
+            output_path = (
+                shared.output_path or f"s3://sagemaker-{region}-<account>/{sanitize_name(shared.project_name)}"
+            )
             source_uri = f"{output_path.rstrip('/')}/source/{source.sha256[:16]}/source.tar.gz"
             jobs = plan_jobs(planned, region=region, output_path=output_path)
             for job in jobs:

@@ -16,8 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The unpacked source; train.py lies here."""
@@ -37,11 +37,17 @@ MANIFEST = "manifest.json"
 # Files and folders of a finished run shipped in the model artifact besides the latest
 # checkpoint; missing ones are skipped.
 MODEL_ARTIFACTS = (
-    "summary.json", "manifest.json", "config.yaml", "overrides.yaml", "metrics.jsonl", "ledger.jsonl", "exported",
+    "summary.json",
+    "manifest.json",
+    "config.yaml",
+    "overrides.yaml",
+    "metrics.jsonl",
+    "ledger.jsonl",
+    "exported",
 )
 
 
-def latest_checkpoint(run_dir: Path) -> Optional[Path]:
+def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the highest iteration in `run_dir/checkpoints`, or None."""
     found = []
     for path in (run_dir / "checkpoints").glob("model_*.pt"):
@@ -51,7 +57,7 @@ def latest_checkpoint(run_dir: Path) -> Optional[Path]:
     return max(found)[1] if found else None
 
 
-def distributed_layout(environ: Mapping[str, str], processes_per_instance: Optional[int]) -> dict[str, int | str]:
+def distributed_layout(environ: Mapping[str, str], processes_per_instance: int | None) -> dict[str, int | str]:
     """Node count, node rank, master address/port and processes per node from SageMaker's variables."""
     gpus = int(environ.get("SM_NUM_GPUS", "0") or 0)
     return {
@@ -161,7 +167,7 @@ def run_training(command: list[str], extra_env: Mapping[str, str]) -> tuple[int,
     return child.wait(), list(tail)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("/opt/ml/checkpoints"))
     parser.add_argument("--processes-per-instance", type=int, default=None)

@@ -35,9 +35,7 @@ class SourcePackage:
 
 def _git(root: Path, *args: str) -> bytes:
     try:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], check=True, capture_output=True
-        ).stdout
+        return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True).stdout
     except FileNotFoundError as error:
         raise SourcePackageError("git is needed to package the source but was not found") from error
     except subprocess.CalledProcessError as error:

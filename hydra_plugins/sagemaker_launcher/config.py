@@ -1,7 +1,6 @@
 """Typed settings of the SageMaker launcher, stored in Hydra's ConfigStore."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -18,16 +17,16 @@ class SageMakerSettings(LauncherConfig):
     name: str = "sagemaker"
     """Launcher name, recorded in the run's manifest."""
 
-    role: Optional[str] = None
+    role: str | None = None
     """IAM role ARN that SageMaker assumes to run the job (required)."""
 
-    region: Optional[str] = None
+    region: str | None = None
     """AWS region of the jobs; null takes the region of the AWS profile or environment."""
 
-    profile: Optional[str] = None
+    profile: str | None = None
     """Named AWS profile to submit with; null uses the default credential chain."""
 
-    image_uri: Optional[str] = None
+    image_uri: str | None = None
     """ECR URI of the training image built from docker/Dockerfile (required)."""
 
     instance_type: str = "ml.g5.2xlarge"
@@ -36,7 +35,7 @@ class SageMakerSettings(LauncherConfig):
     instance_count: int = 1
     """Number of instances; more than one runs one torchrun per instance."""
 
-    processes_per_instance: Optional[int] = None
+    processes_per_instance: int | None = None
     """Training processes per instance; null runs one per GPU (one on a CPU instance)."""
 
     volume_size_gb: int = 100
@@ -48,37 +47,37 @@ class SageMakerSettings(LauncherConfig):
     spot: bool = False
     """Run on managed Spot capacity; an interrupted job restarts and resumes from its checkpoint."""
 
-    max_wait_s: Optional[int] = None
+    max_wait_s: int | None = None
     """Spot only: seconds to wait for capacity plus training time; null is twice max_runtime_s."""
 
-    output_path: Optional[str] = None
+    output_path: str | None = None
     """S3 URI under which the source, checkpoints and model of each run are stored;
     null is s3://sagemaker-<region>-<account>/<project_name>."""
 
-    checkpoint_s3_uri: Optional[str] = None
+    checkpoint_s3_uri: str | None = None
     """S3 URI synced with the run directory; null gives each run its own under output_path.
     Naming one that holds a run continues that run only with `resume=true`."""
 
-    base_job_name: Optional[str] = None
+    base_job_name: str | None = None
     """Leading part of the job names; null is <project_name>-<task name>."""
 
     project_name: str = "robot-rl"
     """Project name used in default job names and S3 prefixes."""
 
-    tags: Dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
     """Tags put on every Training Job, besides the launcher's own (git commit, overrides)."""
 
-    environment: Dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
     """Plain (non-secret) environment variables of the training container."""
 
-    secret_env: List[str] = field(default_factory=list)
+    secret_env: list[str] = field(default_factory=list)
     """Names of environment variables (e.g. WANDB_API_KEY) whose values are read from the
     submitter's environment at submission and passed to the container; never stored in the config."""
 
-    subnets: List[str] = field(default_factory=list)
+    subnets: list[str] = field(default_factory=list)
     """VPC subnet ids to run in (needed for EFA); empty runs outside a VPC."""
 
-    security_group_ids: List[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
     """VPC security group ids; required together with subnets."""
 
     keep_alive_s: int = 0
@@ -99,7 +98,7 @@ class SageMakerSettings(LauncherConfig):
     max_source_mb: float = 50.0
     """Refuse a source package larger than this many megabytes (compressed)."""
 
-    source_dir: Optional[str] = None
+    source_dir: str | None = None
     """Git work tree whose tracked and trackable files are packaged; null is this project."""
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sagemaker_emulator import BUCKET, run_train, sagemaker_args
+from sagemaker_emulator import run_train, sagemaker_args
 
 PYTHON_BIN = Path(sys.executable).parent
 
@@ -120,11 +120,16 @@ def test_job_trains_in_the_container_layout_and_a_second_job_resumes(aws, monkey
     assert refused != 0 and len(aws.created_jobs) == 1 and set(aws.keys()) == keys_before
 
     # ... and with resume=true a second job continues the run from iteration 2.
-    assert run_train(
-        sagemaker_args("algo.max_iterations=4", f"launcher.checkpoint_s3_uri={checkpoint_uri}", "resume=true", *common),
-        monkeypatch,
-        submit_dir,
-    ) == 0
+    assert (
+        run_train(
+            sagemaker_args(
+                "algo.max_iterations=4", f"launcher.checkpoint_s3_uri={checkpoint_uri}", "resume=true", *common
+            ),
+            monkeypatch,
+            submit_dir,
+        )
+        == 0
+    )
     second = aws.created_jobs[-1]
     assert second["TrainingJobName"] != first["TrainingJobName"]
     assert second["CheckpointConfig"]["S3Uri"] == checkpoint_uri
@@ -142,7 +147,12 @@ def test_job_trains_in_the_container_layout_and_a_second_job_resumes(aws, monkey
 def test_failing_training_reports_its_reason_through_the_failure_file(aws, monkeypatch, tmp_path):
     submit_dir = tmp_path / "submit"
     submit_dir.mkdir()
-    assert run_train(sagemaker_args("algo.max_iterations=2", "device=cpu", "task.kind=no_such_kind"), monkeypatch, submit_dir) == 0
+    assert (
+        run_train(
+            sagemaker_args("algo.max_iterations=2", "device=cpu", "task.kind=no_such_kind"), monkeypatch, submit_dir
+        )
+        == 0
+    )
     played = play_job(aws, aws.created_jobs[-1], tmp_path / "job")
     assert played.returncode != 0
     failure = (tmp_path / "job/opt_ml/output/failure").read_text()

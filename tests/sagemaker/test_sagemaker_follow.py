@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from sagemaker_emulator import BUCKET, run_train, sagemaker_args
 
 
@@ -61,11 +60,7 @@ def test_max_parallel_jobs_holds_back_further_sweep_points(aws, monkeypatch, tmp
     in_progress_at_creation = []
 
     def start_in_progress(name):
-        running = [
-            job.training_job_name
-            for job in aws.all_backend_jobs()
-            if job.training_job_status == "InProgress"
-        ]
+        running = [job.training_job_name for job in aws.all_backend_jobs() if job.training_job_status == "InProgress"]
         in_progress_at_creation.append(running)
         set_status(aws, name, "InProgress")
 
@@ -127,7 +122,9 @@ def test_a_checkpoint_uri_holding_another_run_is_refused(aws, monkeypatch, tmp_p
     assert aws.keys() == ["elsewhere/earlier-run/checkpoints/run/manifest.json"]
 
     # A sweep cannot share one named checkpoint URI either.
-    status = run_train(sagemaker_args(f"launcher.checkpoint_s3_uri=s3://{BUCKET}/fresh", "seed=1,2"), monkeypatch, tmp_path)
+    status = run_train(
+        sagemaker_args(f"launcher.checkpoint_s3_uri=s3://{BUCKET}/fresh", "seed=1,2"), monkeypatch, tmp_path
+    )
     assert status != 0
     assert "would share the checkpoint URI" in capfd.readouterr().err
     assert aws.created_jobs == []

@@ -8,9 +8,9 @@ import shlex
 import tarfile
 
 import pytest
+from sagemaker_emulator import BUCKET, IMAGE, ROLE, run_train, sagemaker_args
 
 from launchers.sagemaker import JOB_NAME_LIMIT, container_overrides, job_stem
-from sagemaker_emulator import BUCKET, IMAGE, ROLE, run_train, sagemaker_args
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -110,7 +110,12 @@ def test_sweep_creates_one_job_per_point_with_distinct_names_and_checkpoints(aws
     weights = [overrides_of(aws, r)[-1] for r in aws.created_jobs]
     assert weights == [f"task.rewards.action_magnitude.weight={w}" for w in ("-0.01", "-0.02", "-0.05")]
     # One source package serves the whole sweep.
-    sources = {c["DataSource"]["S3DataSource"]["S3Uri"] for r in aws.created_jobs for c in r["InputDataConfig"] if c["ChannelName"] == "code"}
+    sources = {
+        c["DataSource"]["S3DataSource"]["S3Uri"]
+        for r in aws.created_jobs
+        for c in r["InputDataConfig"]
+        if c["ChannelName"] == "code"
+    }
     assert len(sources) == 1 and len(aws.keys("robot-rl/source/")) == 1
     listed = aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     assert sorted(j["TrainingJobName"] for j in listed) == sorted(names)
