@@ -118,7 +118,8 @@ class TaskConfig:
     events: dict[str, EventTermConfig] = field(default_factory=dict)
     """Randomization and reset events by name; set ``enabled: false`` to turn one off."""
     rewards: dict[str, RewardTermConfig] = field(default_factory=dict)
-    """Reward terms by name. ``~task.rewards.NAME`` removes one; ``+task.rewards.NAME={func: m:f, weight: 1}`` adds one."""
+    """Reward terms by name. ``~task.rewards.NAME`` removes one; ``+reward@task.rewards.NAME=term`` then
+    ``task.rewards.NAME.func=module:function task.rewards.NAME.weight=W`` adds one."""
     objective: str = "Episode_Reward/track_lin_vel_xy_exp"
     """Logged metric that measures success on this task; ``train.py`` returns it (sweepers maximise it)."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
@@ -284,6 +285,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="task", name="task_schema", node=TaskConfig)
+    store.store(group="reward", name="reward_term_schema", node=RewardTermConfig)
     store.store(group="algo", name="algo_schema", node=AlgoConfig)
     store.store(group="logger", name="logger_schema", node=LoggerConfig)
     store.store(group="launcher", name="launcher_schema", node=LauncherConfig)

@@ -42,7 +42,8 @@ def hint_for(argv: list[str]) -> str | None:
         if name not in valid:
             return (
                 f"task '{task_name}' has no {kind[:-1]} term '{name}'. Valid {kind}: {', '.join(valid)}.\n"
-                f"To add a new reward term, use +task.rewards.{name}={{func: module:function, weight: 1.0}}."
+                f"To add a new reward term: +reward@task.rewards.{name}=term "
+                f"task.rewards.{name}.func=module:function task.rewards.{name}.weight=1.0"
             )
     return None
 

@@ -40,6 +40,11 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
 
 
 def install_signal_handlers(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)) -> None:
-    """Turn these signals into stop requests (a second SIGINT still interrupts at once)."""
+    """Turn these signals into stop requests, where nothing else (a launcher, submitit) handles them already."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
     for sig in signals:
-        signal.signal(sig, _handler)
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, _handler)

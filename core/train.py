@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> float:
     from tasks import build_env
 
     lifecycle.clear()
+    lifecycle.install_signal_handlers()
     info = dist_info()
     device = resolve_device(cfg.device, info)
     seed = int(cfg.seed) + info.rank

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 # Bumped whenever the written USD changes shape, so cached files from an older writer are rebuilt.
-WRITER_VERSION = "3"
+WRITER_VERSION = "4"
 
 _JOINT_SUFFIX = re.compile(r"_joint$")
 
@@ -65,8 +65,8 @@ def source_digest(path: Path) -> str:
 
 
 def cache_root() -> Path:
-    """Where converted robots are kept: ``$H1RL_CACHE`` or ``~/.cache/h1rl``."""
-    return Path(os.environ.get("H1RL_CACHE", Path.home() / ".cache" / "h1rl")) / "robots"
+    """Where converted robots are kept: ``$RLFORGE_CACHE`` or ``~/.cache/rlforge``."""
+    return Path(os.environ.get("RLFORGE_CACHE", Path.home() / ".cache" / "rlforge")) / "robots"
 
 
 def convert_to_usd(source: str | os.PathLike, *, cache_dir: Path | None = None, strip_joint_suffix: bool = True) -> Path:
@@ -100,11 +100,73 @@ def convert_to_usd(source: str | os.PathLike, *, cache_dir: Path | None = None, 
     return out_path
 
 
+_MESH_SUFFIXES = (".stl", ".STL", ".obj", ".OBJ", ".msh")
+
+
+def _find_mesh(reference: str, urdf: Path) -> Path | None:
+    """A local mesh file for a URDF mesh reference (``package://pkg/meshes/x.dae``, relative or absolute).
+
+    Looks beside the URDF and in its parent folders' ``meshes/`` for the same name, then for the same stem with a
+    format MuJoCo reads (STL, OBJ), since MuJoCo cannot read COLLADA.
+    """
+    relative = reference.split("://", 1)[1].split("/", 1)[-1] if "://" in reference else reference
+    name = Path(relative).name
+    stem = Path(relative).stem
+    folders = [urdf.parent, urdf.parent / "meshes", urdf.parent.parent / "meshes", urdf.parent.parent]
+    for folder in folders:
+        candidates = [folder / relative, folder / name] + [folder / f"{stem}{suffix}" for suffix in _MESH_SUFFIXES]
+        for candidate in candidates:
+            if candidate.is_file() and candidate.suffix.lower() != ".dae":
+                return candidate.resolve()
+    return None
+
+
+def _prepare_urdf(source: Path, work_dir: Path) -> Path:
+    """A copy of a URDF that MuJoCo compiles: visuals dropped, collision meshes pointed at local files."""
+    import xml.etree.ElementTree as ET
+
+    tree = ET.parse(source)
+    for link in tree.getroot().iter("link"):
+        for visual in link.findall("visual"):
+            link.remove(visual)
+        for mesh in link.iter("mesh"):
+            found = _find_mesh(mesh.get("filename", ""), source)
+            if found is None:
+                raise FileNotFoundError(
+                    f"{source}: collision mesh '{mesh.get('filename')}' not found beside the URDF or in a meshes/ "
+                    "folder (MuJoCo reads STL and OBJ)"
+                )
+            mesh.set("filename", str(found))
+    # Keep every link a body (fixed links become fixed joints), so link names survive for Isaac Lab's regexes.
+    extension = tree.getroot().find("mujoco")
+    if extension is None:
+        extension = ET.SubElement(tree.getroot(), "mujoco")
+    compiler = extension.find("compiler")
+    if compiler is None:
+        compiler = ET.SubElement(extension, "compiler")
+    compiler.set("fusestatic", "false")
+    compiler.set("discardvisual", "true")
+    compiler.attrib.pop("meshdir", None)  # mesh paths are absolute now
+    prepared = work_dir / source.name
+    tree.write(prepared)
+    return prepared
+
+
 def load_mujoco_model(source: Path):
     """Compile an MJCF or URDF file with MuJoCo, dropping what a simulator-independent model does not need."""
+    import tempfile
+
     import mujoco
 
-    spec = mujoco.MjSpec.from_file(str(source))
+    if source.suffix.lower() == ".urdf":
+        with tempfile.TemporaryDirectory() as work_dir:
+            spec = mujoco.MjSpec.from_file(str(_prepare_urdf(source, Path(work_dir))))
+        # A URDF's root link is fixed to the world in MuJoCo; a legged robot's base floats.
+        for body in spec.worldbody.bodies:
+            if not body.joints:
+                body.add_freejoint()
+    else:
+        spec = mujoco.MjSpec.from_file(str(source))
     # Actuators, sensors and keyframes belong to MuJoCo's own runtime; Isaac Lab sets drives itself.
     for actuator in list(spec.actuators):
         spec.delete(actuator)
@@ -174,6 +236,19 @@ def write_usd(model, out_path: Path, *, strip_joint_suffix: bool = True) -> None
         _write_geom(stage, model, geom, body_paths[body].AppendChild(f"collision_{geom}"), Gf, UsdGeom, UsdPhysics, Vt)
 
     joints_scope = UsdGeom.Scope.Define(stage, robot.GetPath().AppendChild("joints"))
+    for body in range(1, model.nbody):
+        parent = int(model.body_parentid[body])
+        if model.body_jntnum[body] == 0 and parent != 0:
+            # A link welded to its parent (URDF fixed joint): keep it a body, held by a fixed joint.
+            fixed = UsdPhysics.FixedJoint.Define(stage, joints_scope.GetPath().AppendChild(f"fixed_{body_paths[body].name}"))
+            fixed.CreateBody0Rel().SetTargets([body_paths[parent]])
+            fixed.CreateBody1Rel().SetTargets([body_paths[body]])
+            parent_pos, parent_quat = poses[parent]
+            child_pos, child_quat = poses[body]
+            fixed.CreateLocalPos0Attr(Gf.Vec3f(*_quat_rotate(_quat_conj(parent_quat), child_pos - parent_pos)))
+            fixed.CreateLocalRot0Attr(Gf.Quatf(*_quat_mul(_quat_conj(parent_quat), child_quat)))
+            fixed.CreateLocalPos1Attr(Gf.Vec3f(0.0, 0.0, 0.0))
+            fixed.CreateLocalRot1Attr(Gf.Quatf(1.0, 0.0, 0.0, 0.0))
     for joint in range(model.njnt):
         jtype = model.jnt_type[joint]
         if jtype == mujoco.mjtJoint.mjJNT_FREE:
