@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +13,6 @@ pytest.importorskip("moto.server", reason="moto[server] is needed for the SageMa
 pytest.importorskip("sagemaker.train", reason="sagemaker-train is needed for the SageMaker launcher tests")
 
 from sagemaker_emulator import BUCKET, LOCAL_HOSTS, REGION, Aws  # noqa: E402
-
-
-def pytest_collection_modifyitems(items):
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.sagemaker)
 
 
 @pytest.fixture(scope="session")

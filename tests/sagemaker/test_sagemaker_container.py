@@ -14,7 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sagemaker_emulator import run_train, sagemaker_args
+
+pytestmark = pytest.mark.sagemaker
 
 PYTHON_BIN = Path(sys.executable).parent
 

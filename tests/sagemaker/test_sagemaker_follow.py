@@ -7,6 +7,8 @@ import os
 import pytest
 from sagemaker_emulator import BUCKET, run_train, sagemaker_args
 
+pytestmark = pytest.mark.sagemaker
+
 
 def set_status(aws, name: str, status: str, reason: str | None = None) -> None:
     """Put a job in a status the emulator would not reach by itself (it completes jobs at once)."""

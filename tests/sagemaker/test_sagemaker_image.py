@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sagemaker_emulator import REPO_ROOT
+
+pytestmark = pytest.mark.sagemaker
 
 
 def test_image_installs_like_the_setup_script():

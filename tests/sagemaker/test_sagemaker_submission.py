@@ -12,6 +12,8 @@ from sagemaker_emulator import BUCKET, IMAGE, ROLE, run_train, sagemaker_args
 
 from launchers.sagemaker import JOB_NAME_LIMIT, container_overrides, job_stem
 
+pytestmark = pytest.mark.sagemaker
+
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -150,3 +152,32 @@ def test_job_names_stay_unique_and_within_the_limit():
 )
 def test_container_overrides_drop_only_launch_settings(overrides, kept):
     assert container_overrides(overrides) == kept
+
+
+def test_entry_maps_sagemaker_hosts_to_one_torchrun_per_instance(tmp_path):
+    from launchers.sagemaker_entry import distributed_layout, training_command
+
+    environ = {
+        "SM_HOST_COUNT": "2",
+        "SM_CURRENT_HOST_RANK": "1",
+        "SM_MASTER_ADDR": "algo-1",
+        "SM_MASTER_PORT": "7777",
+        "SM_NUM_GPUS": "4",
+    }
+    layout = distributed_layout(environ, None)
+    command, extra_env = training_command(["task=toy", "seed=3"], tmp_path, layout, python="python3")
+    assert command[:3] == ["python3", "-m", "torch.distributed.run"]
+    assert "--nnodes=2" in command and "--nproc_per_node=4" in command and "--node_rank=1" in command
+    assert "--master_addr=algo-1" in command and "--master_port=7777" in command
+    assert command[-3:] == ["task=toy", "seed=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert extra_env == {}
+
+    # One process in all: train.py directly, as rank 0 of a world of one.
+    single, single_env = training_command(["task=toy"], tmp_path, distributed_layout({}, None), python="python3")
+    assert single[1].endswith("train.py") and single_env["WORLD_SIZE"] == "1" and single_env["RANK"] == "0"
+
+    # A run directory with a manifest is continued.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/manifest.json").write_text("{}")
+    resumed, _ = training_command(["task=toy"], tmp_path, distributed_layout({}, None), python="python3")
+    assert resumed[-1] == f"resume={tmp_path / 'run'}"
