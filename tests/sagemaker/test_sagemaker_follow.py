@@ -130,3 +130,18 @@ def test_a_checkpoint_uri_holding_another_run_is_refused(aws, monkeypatch, tmp_p
     assert status != 0
     assert "would share the checkpoint URI" in capfd.readouterr().err
     assert aws.created_jobs == []
+
+
+def test_the_network_guard_refuses_other_hosts(no_remote_network):
+    import socket
+
+    with pytest.raises(OSError):
+        socket.getaddrinfo("telemetry.example.com", 443)
+    assert no_remote_network == ["telemetry.example.com"]
+    no_remote_network.clear()
+
+
+def test_submission_turns_the_sdk_telemetry_off():
+    from launchers.sagemaker import sdk_config_without_telemetry
+
+    assert sdk_config_without_telemetry()["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True
