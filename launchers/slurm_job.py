@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 from pathlib import Path
 from types import FrameType, TracebackType
-
-log = logging.getLogger(__name__)
 
 # Signals that Slurm sends: SIGUSR2 before the time limit (`--signal=USR2@<delay>`) and on preemption
 # (submitit's convention, `scancel --signal=USR2`); SIGTERM when the job is cancelled, requeued or its node
@@ -34,7 +31,9 @@ def export_distributed_env() -> dict[str, str]:
         "MASTER_ADDR": environment.master_addr,
         "MASTER_PORT": str(environment.master_port),
     }
-    log.info("distributed environment from Slurm: %s", exported)
+    # Printed, not logged: Hydra configures logging only later, and this line belongs in every task's log.
+    print(f"[hyperpod] rank {exported['RANK']} of {exported['WORLD_SIZE']} (local rank {exported['LOCAL_RANK']}) "
+          f"on {os.uname().nodename}, rendezvous {exported['MASTER_ADDR']}:{exported['MASTER_PORT']}", flush=True)
     return exported
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -305,6 +306,16 @@ class SlurmCluster:
                 states[jid] = state.split()[0]
         return states
 
+    def job_history(self, job_id: str) -> list[str]:
+        """States of every start of a job, oldest first (a requeued job shows REQUEUED, then its later state)."""
+        result = self.run("sacct", "-n", "-X", "-D", "-P", "-j", job_id, "-o", "State", check=False)
+        return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
+
+    def all_job_ids(self) -> set[str]:
+        """Every job the accounting database knows, for checking that nothing was queued."""
+        result = self.run("sacct", "-n", "-X", "-P", "-a", "-S", "2000-01-01", "-o", "JobID", check=False)
+        return {line.strip() for line in result.stdout.splitlines() if line.strip()}
+
     def wait_until_done(self, job_id: str, timeout: float = 240) -> dict[str, str]:
         """Block until every element of `job_id` has left the queue; return its final sacct states."""
         deadline = time.monotonic() + timeout
@@ -361,9 +372,16 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             shutil.rmtree(cluster.root, ignore_errors=True)
 
 
+def _stop_on_signal(signum: int, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    # Manual use: `python tests/slurm/conftest.py` starts a cluster and keeps it until Ctrl-C.
-    sys.exit(install_packages() or 0) if len(sys.argv) > 1 and sys.argv[1] == "install" else None
+    # Manual use: `python tests/slurm/conftest.py` starts a cluster, prints its SLURM_CONF and keeps it until
+    # Ctrl-C or SIGTERM; `python tests/slurm/conftest.py install` only installs the packages.
+    if sys.argv[1:] == ["install"]:
+        sys.exit(install_packages() or 0)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     manual = SlurmCluster(Path(tempfile.mkdtemp(prefix="slurm-test-")))
     manual.start()
     print(f"export SLURM_CONF={manual.conf}", flush=True)

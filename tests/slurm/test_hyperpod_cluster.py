@@ -1,0 +1,208 @@
+"""`launcher=hyperpod` against a real Slurm cluster: runs, sweeps, two nodes, preemption, killed steps, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+# The toy task starts in seconds; gpus_per_node=0 trains on the CPU with gloo, as this cluster has no GPUs.
+BASE = ["launcher=hyperpod", "task=toy", "launcher.gpus_per_node=0", "device=cpu", "logger=tensorboard"]
+
+
+def train(cluster, output_root: Path, *overrides: str, multirun: bool = False, timeout: float = 180):
+    """`python train.py launcher=hyperpod ...` as a user runs it on the submit host."""
+    command = [sys.executable, "train.py", *(["-m"] if multirun else []), *BASE,
+               f"launcher.output_root={output_root}", *overrides]
+    return subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=timeout)
+
+
+def submitted(output_root: Path) -> list[dict]:
+    """Runs recorded by the launcher in `<output_root>/multirun/<time>/slurm_jobs.json`."""
+    manifests = sorted(output_root.glob("multirun/*/slurm_jobs.json"))
+    assert len(manifests) == 1, f"expected one submission record under {output_root}, found {manifests}"
+    return json.loads(manifests[0].read_text())
+
+
+def ledger(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def summary_iterations(run_dir: str | Path) -> int:
+    return json.loads((Path(run_dir) / "summary.json").read_text())["iterations"]
+
+
+def wait_for(condition, what: str, timeout: float = 120, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def checkpoint_iterations(run_dir: str | Path) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in Path(run_dir).glob("checkpoints/model_*.pt"))
+
+
+def test_single_run_is_submitted_returns_at_once_and_completes_with_a_checkpoint(slurm_cluster, tmp_path):
+    started = time.monotonic()
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=4", "algo.save_interval=2")
+    submit_seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    # Submission returns while the job is still queued or running, and says how to follow it.
+    assert slurm_cluster.job_states(run["job_id"]).get(run["job_id"]) in {"PENDING", "RUNNING", None}
+    assert f"job {run['job_id']}" in result.stdout and run["run_dir"] in result.stdout
+    assert f"squeue -j {run['job_id']}" in result.stdout and f"tail -f {run['log']}" in result.stdout
+
+    states = slurm_cluster.wait_until_done(run["job_id"])
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    assert checkpoint_iterations(run["run_dir"])[-1] == 4
+    assert summary_iterations(run["run_dir"]) == 4
+    assert submit_seconds < 60
+
+
+def test_wait_true_blocks_until_the_run_ends(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=2", "launcher.wait=true",
+                   "launcher.poll_interval_s=1")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    assert f"job {run['job_id']}: COMPLETED" in result.stdout
+    assert slurm_cluster.job_states(run["job_id"]) == {run["job_id"]: "COMPLETED"}
+    assert summary_iterations(run["run_dir"]) == 2
+
+
+def test_sweep_of_three_points_is_one_job_array_with_distinct_run_dirs(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=2", "algo.algorithm.entropy_coef=0.0,0.005,0.01",
+                   multirun=True)
+    assert result.returncode == 0, result.stderr
+    runs = submitted(tmp_path)
+    assert len(runs) == 3
+    array_ids = {run["job_id"].split("_")[0] for run in runs}
+    assert len(array_ids) == 1, f"one job array expected, got {[run['job_id'] for run in runs]}"
+    assert sorted(run["job_id"].split("_")[1] for run in runs) == ["0", "1", "2"]
+    assert len({run["run_dir"] for run in runs}) == 3
+
+    states = slurm_cluster.wait_until_done(array_ids.pop(), timeout=300)
+    assert sorted(states.values()) == ["COMPLETED"] * 3, states
+    for run, coefficient in zip(runs, (0.0, 0.005, 0.01)):
+        config = (Path(run["run_dir"]) / "config.yaml").read_text()
+        assert f"entropy_coef: {coefficient}" in config
+        assert summary_iterations(run["run_dir"]) == 2
+
+
+def test_two_node_run_trains_with_two_ranks_and_rank_zero_alone_writes(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=4", "algo.save_interval=2")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = slurm_cluster.wait_until_done(run["job_id"])
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+
+    nodes = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", run["job_id"], "-o", "NodeList").stdout.strip()
+    assert nodes == "127.0.0.[1-2]"
+    rank_logs = {rank: Path(run["log"].replace("_0_log.out", f"_{rank}_log.out")).read_text() for rank in (0, 1)}
+    assert "rank 0 of 2" in rank_logs[0] and "rank 1 of 2" in rank_logs[1]
+    # Both ranks rendezvous at the first node's address.
+    assert "rendezvous 127.0.0.1:" in rank_logs[1]
+
+    run_dir = Path(run["run_dir"])
+    assert json.loads((run_dir / "manifest.json").read_text())["world_size"] == 2
+    events = ledger(run_dir)
+    assert {event["world_size"] for event in events} == {2}
+    assert len({event["pid"] for event in events if event["event"] == "process_start"}) == 1
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 4
+    assert checkpoint_iterations(run_dir) == [2, 4]
+    assert summary_iterations(run_dir) == 4
+
+
+def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_cluster, tmp_path):
+    # No periodic checkpoint before the end: the only one in the middle is the one written at the signal.
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=60", "algo.save_interval=1000")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    metrics = Path(run["run_dir"]) / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training to start")
+    slurm_cluster.run("scancel", "--signal=USR2", run["job_id"])
+
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+
+    events = ledger(run["run_dir"])
+    (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
+    assert "SIGUSR2" in stopped["reason"] and 3 <= stopped["iteration"] < 60
+    assert any(event["event"] == "requeued" for event in events)
+    (resumed,) = [event for event in events if event["event"] == "resume"]
+    assert resumed["iteration"] == stopped["iteration"]
+    assert resumed["checkpoint"] == f"model_{stopped['iteration']}.pt"
+    assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 60
+    assert summary_iterations(run["run_dir"]) == 60
+    # The requeued job ran the same run directory with an explicit resume of it.
+    overrides = (Path(run["run_dir"]) / ".hydra" / "overrides.yaml").read_text()
+    assert f"resume={run['run_dir']}" in overrides
+
+
+def test_killed_training_step_is_requeued_and_resumes_from_its_latest_checkpoint(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=40", "algo.save_interval=5")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    run_dir = run["run_dir"]
+    seen = wait_for(lambda: checkpoint_iterations(run_dir), "a first checkpoint")
+    (start,) = [event for event in ledger(run_dir) if event["event"] == "process_start"]
+    os.kill(start["pid"], signal.SIGKILL)  # As the OOM killer or a lost node would end it: no checkpoint now.
+    on_disk_at_kill = checkpoint_iterations(run_dir)
+
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    events = ledger(run_dir)
+    assert not any(event["event"] == "end" and event["how"] == "interrupted" for event in events)
+    (resumed,) = [event for event in events if event["event"] == "resume"]
+    # The latest checkpoint when the step died (at most one more may have landed while the kill was delivered).
+    assert resumed["iteration"] >= seen[-1] and resumed["iteration"] % 5 == 0
+    assert resumed["iteration"] in on_disk_at_kill + [on_disk_at_kill[-1] + 5]
+    assert summary_iterations(run_dir) == 40
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["launcher.nodes=0"], "launcher.nodes=0"),
+        (["launcher.nodes=3"], "partition debug has 2 node(s)"),
+        (["launcher.gpus_per_node=8"], "has no GPUs"),
+        (["launcher.partition=gpu-large"], "launcher.partition=gpu-large does not exist; partitions: debug"),
+        (["launcher.time_limit_min=1", "launcher.signal_delay_s=120"], "launcher.signal_delay_s=120"),
+        (["algo.max_iterations=many"], "algo.max_iterations"),
+        (["task=no_such_task"], "no_such_task"),
+    ],
+)
+def test_bad_config_fails_on_the_submit_host_and_queues_nothing(slurm_cluster, tmp_path, overrides, message):
+    before = slurm_cluster.all_job_ids()
+    result = train(slurm_cluster, tmp_path, *overrides, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert slurm_cluster.all_job_ids() == before
+    assert not list(tmp_path.glob("multirun/*/slurm_jobs.json"))
+
+
+def test_unwritable_output_root_fails_before_anything_is_queued(slurm_cluster, tmp_path):
+    before = slurm_cluster.all_job_ids()
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    result = train(slurm_cluster, blocked / "outputs")
+    assert result.returncode != 0
+    assert "is not writable" in result.stdout + result.stderr
+    assert slurm_cluster.all_job_ids() == before
