@@ -3,10 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------------------------------- choices
+class Physics(StrEnum):
+    """Physics backends a task can run on."""
+
+    newton_mjwarp = "newton_mjwarp"
+    physx = "physx"
+
+
+class TerrainType(StrEnum):
+    """Kinds of ground."""
+
+    generator = "generator"
+    plane = "plane"
+
+
+class RobotSource(StrEnum):
+    """Where a robot model comes from."""
+
+    project = "project"
+    isaaclab = "isaaclab"
+    file = "file"
+
+
+class LoggerKind(StrEnum):
+    """Curve loggers."""
+
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
+class WandbMode(StrEnum):
+    """wandb connection modes."""
+
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 # --------------------------------------------------------------------------------------------- task
@@ -64,7 +104,7 @@ class CommandsConfig:
 class TerrainConfig:
     """Ground the robots walk on."""
 
-    type: str = "generator"
+    type: TerrainType = TerrainType.generator
     """``generator`` (procedural rough terrain) or ``plane`` (flat ground)."""
     num_rows: int = 10
     """Terrain difficulty levels (rows of the terrain grid)."""
@@ -80,7 +120,7 @@ class TerrainConfig:
 class RobotConfig:
     """Where the robot's model comes from."""
 
-    source: str = "project"
+    source: RobotSource = RobotSource.project
     """``project``: the H1 model this project carries (offline); ``isaaclab``: Isaac Lab's official H1 USD from its
     asset server (needs network, or ``ISAACSIM_ASSET_ROOT`` pointing at a local mirror); ``file``: ``file`` below."""
     file: Optional[str] = None
@@ -105,7 +145,7 @@ class TaskConfig:
     """Physics time step in seconds."""
     decimation: int = 4
     """Physics steps per policy step (the policy runs at 1 / (sim_dt * decimation) Hz)."""
-    physics: str = "newton_mjwarp"
+    physics: Physics = Physics.newton_mjwarp
     """Physics preset: ``newton_mjwarp`` (MuJoCo-Warp on Newton, no Isaac Sim needed) or ``physx`` (needs Isaac Sim)."""
     robot: RobotConfig = field(default_factory=RobotConfig)
     """The robot model."""
@@ -228,7 +268,7 @@ class AlgoConfig:
 class LoggerConfig:
     """Where training curves go. TensorBoard files are always written; wandb mirrors them."""
 
-    kind: str = "tensorboard"
+    kind: LoggerKind = LoggerKind.tensorboard
     """``tensorboard`` or ``wandb``."""
     project: str = "h1rl"
     """wandb project."""
@@ -238,7 +278,7 @@ class LoggerConfig:
     """wandb group, e.g. a sweep's name."""
     tags: list[str] = field(default_factory=list)
     """wandb tags."""
-    mode: str = "auto"
+    mode: WandbMode = WandbMode.auto
     """wandb mode: ``online``, ``offline``, or ``auto`` (offline when no API key is configured)."""
 
 
@@ -278,6 +318,10 @@ class TrainConfig:
     """Metric that ``run`` returns for sweepers: a logged key, averaged over the last 5 iterations."""
     summary: bool = True
     """Print the one-screen summary at the end of the run."""
+    warp_cache_dir: Optional[str] = None
+    """Folder of Warp's compiled-kernel cache, exported as ``WARP_CACHE_PATH`` before the environment is built;
+    null keeps Warp's default (``~/.cache/warp``). Point it at storage the next run sees (a shared file system, a
+    synced checkpoint folder) so that run skips kernel compilation; see docs/accounting.md."""
 
 
 def register_configs() -> None:

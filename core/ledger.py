@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any
 
 LEDGER = "ledger.jsonl"
+SUBMITTED_AT_ENV = "RLFORGE_SUBMITTED_AT"
+"""Set by a launcher on the submit host: when the run was submitted (Unix seconds or ISO 8601)."""
+INSTANCE_TYPE_ENV = "RLFORGE_INSTANCE_TYPE"
+"""The instance type the run is billed as (``ml.g5.2xlarge``); SageMaker's own variable is read when unset."""
+RELAUNCH_ENV = "RLFORGE_RELAUNCH"
+"""JSON written by ``scripts/relaunch.py``: the run relaunched and any drift it was allowed to ignore."""
 _path: Path | None = None
 _context: dict[str, Any] = {}
 
@@ -33,6 +39,36 @@ def record(event: str, **fields: Any) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def submitted_at(environ: dict[str, str] | None = None) -> float | None:
+    """The submission time a launcher passed in ``RLFORGE_SUBMITTED_AT``, in Unix seconds, or None."""
+    from datetime import datetime
+
+    value = (os.environ if environ is None else environ).get(SUBMITTED_AT_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp.timestamp()
+
+
+def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Instance type and node count of this attempt, from the launcher's or the platform's variables."""
+    env = os.environ if environ is None else environ
+    instance_type = env.get(INSTANCE_TYPE_ENV) or env.get("SM_CURRENT_INSTANCE_TYPE") or None
+    nodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES") or env.get("SM_HOST_COUNT") or "1"
+    try:
+        node_count = int(nodes)
+    except ValueError:
+        node_count = 1
+    return {"instance_type": instance_type, "nodes": node_count}
 
 
 def read(run_dir: Path) -> list[dict[str, Any]]:

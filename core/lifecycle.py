@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 
 _stop_reason: str | None = None
+_stop_hook: Callable[[str], None] | None = None
 
 
 class Interrupted(RuntimeError):
@@ -22,6 +24,17 @@ def request_stop(reason: str) -> None:
     global _stop_reason
     if _stop_reason is None:
         _stop_reason = reason
+        if _stop_hook is not None:
+            try:
+                _stop_hook(reason)
+            except Exception:  # a failing observer must never turn a clean stop into a crash
+                pass
+
+
+def set_stop_hook(hook: Callable[[str], None] | None) -> None:
+    """Call ``hook(reason)`` once, when the first stop request of the run arrives (None removes it)."""
+    global _stop_hook
+    _stop_hook = hook
 
 
 def stop_requested() -> str | None:

@@ -16,7 +16,22 @@ from core.distributed import dist_info, resolve_device
 from core.rundir import CHECKPOINT_DIR, MANIFEST, build_manifest, write_json_atomic
 
 SUMMARY = "summary.json"
-_PROCESS_START = time.time()
+
+
+def _process_started() -> float:
+    """When this process started (Unix seconds): from /proc where it exists, so the interpreter's own start-up
+    and imports count; otherwise when this module was imported."""
+    try:
+        now = time.time()
+        started_after_boot = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) \
+            / os.sysconf("SC_CLK_TCK")
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return now - (uptime - started_after_boot)
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+_PROCESS_START = _process_started()
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -60,10 +75,20 @@ def run(cfg: DictConfig) -> float:
     attempt = uuid.uuid4().hex[:8]
     resuming = (run_dir / MANIFEST).is_file()
     if info.is_main:
+        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
         ledger.open_ledger(run_dir, attempt=attempt, launcher=cfg.launcher.name, host=os.uname().nodename,
-                           world_size=info.world_size)
-        ledger.record("process_start", at=_PROCESS_START, pid=os.getpid())
+                           world_size=info.world_size, gpus_per_node=gpus, **ledger.placement())
+        ledger.record("process_start", at=_PROCESS_START, pid=os.getpid(), submitted_at=ledger.submitted_at())
         ledger.record("config_composed", resuming=resuming)
+        relaunch = os.environ.get(ledger.RELAUNCH_ENV)
+        if relaunch:
+            try:
+                ledger.record("relaunch", **json.loads(relaunch))
+            except (json.JSONDecodeError, TypeError):
+                ledger.record("relaunch", raw=relaunch)
+        # A stop request (a signal, a launcher's preemption notice) is written when it arrives, not when the
+        # iteration it interrupts has finished, so the ledger shows how long the stop took.
+        lifecycle.set_stop_hook(lambda reason: ledger.record("signal", reason=reason))
         if not resuming:
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
@@ -74,6 +99,8 @@ def run(cfg: DictConfig) -> float:
             write_json_atomic(run_dir / MANIFEST, manifest)
     manifest = json.loads((run_dir / MANIFEST).read_text()) if (run_dir / MANIFEST).is_file() else {}
 
+    if cfg.warp_cache_dir:
+        use_warp_cache(str(cfg.warp_cache_dir))
     torch.manual_seed(seed)
     handle = build_env(cfg.task, device, seed)
     try:
@@ -125,6 +152,7 @@ def run(cfg: DictConfig) -> float:
                 ledger.record("end", how="failed", error=repr(error)[:500], iteration=trainer.iterations_done)
             raise
     finally:
+        lifecycle.set_stop_hook(None)
         handle.close()
 
     metrics = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()] \
@@ -146,6 +174,21 @@ def run(cfg: DictConfig) -> float:
         if cfg.summary:
             print_summary(summary, metrics)
     return objective
+
+
+def use_warp_cache(path: str) -> None:
+    """Make Warp keep its compiled kernels under ``path`` (must run before the environment imports Warp)."""
+    import sys
+
+    folder = Path(path).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["WARP_CACHE_PATH"] = str(folder)
+    warp = sys.modules.get("warp")
+    if warp is not None:
+        # Warp reads the variable once, when it initializes; a process that already imported it (a local
+        # sweep running its second point) is pointed at the folder directly, in the versioned layout Warp uses.
+        warp.config.kernel_cache_dir = str(folder / warp.config.version)
+        os.makedirs(warp.config.kernel_cache_dir, exist_ok=True)
 
 
 def print_summary(summary: dict[str, Any], metrics: list[dict[str, Any]]) -> None:

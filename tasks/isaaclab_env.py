@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,9 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     """Isaac Lab's env config for ``task.isaaclab_id``, with every field of the task config applied."""
     from isaaclab_tasks.utils import resolve_task_config
 
+    if task.physics == "physx" and importlib.util.find_spec("isaacsim") is None:
+        raise ValueError("task.physics=physx needs Isaac Sim installed (the isaacsim packages); "
+                         "without it use task.physics=newton_mjwarp")
     overrides = [] if task.physics == "newton_mjwarp" else [f"physics={task.physics}"]
     env_cfg, _ = resolve_task_config(task.isaaclab_id, None, overrides=overrides)
     container = OmegaConf.to_container(task, resolve=True)
@@ -134,8 +138,13 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 
     terrain = env_cfg.scene.terrain
     if task.terrain.type == "plane":
-        terrain.terrain_type = "plane"
+        # Isaac Lab's "plane" terrain loads its ground from the asset server; this one is written locally.
+        from tasks.ground import flat_ground_usd
+
+        terrain.terrain_type = "usd"
+        terrain.usd_path = str(flat_ground_usd())
         terrain.terrain_generator = None
+        terrain.max_init_terrain_level = None
         env_cfg.scene.height_scanner = None
         env_cfg.observations.policy.height_scan = None
         env_cfg.curriculum.terrain_levels = None

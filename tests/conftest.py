@@ -1,9 +1,7 @@
-"""Shared fixtures: config composition with Hydra's compose API, and running train.py as a user would."""
+"""Shared fixtures: config composition with Hydra's compose API, and quick toy-run overrides."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +11,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
-REFERENCE_H1 = ROOT.parent / "shared" / "reference" / "unitree_h1"
-
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rlforge_testing import CONF  # noqa: E402
 
 
 @pytest.fixture
@@ -35,16 +31,6 @@ def compose_cfg() -> Iterator:
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def run_train(args: list[str], cwd: Path, timeout: float = 600, env: dict | None = None,
-              script: str = "train.py") -> subprocess.CompletedProcess:
-    """Run ``train.py`` (or a script) with this interpreter, as a user would, from ``cwd``."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env=full_env,
-    )
 
 
 @pytest.fixture

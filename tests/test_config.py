@@ -10,7 +10,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from conftest import CONF, ROOT, run_train
+from rlforge_testing import CONF, ROOT, run_train
 
 
 def options(group: str) -> list[str]:
@@ -72,6 +72,12 @@ def test_misspelt_reward_fails_at_composition(compose_cfg):
 def test_wrong_type_fails_at_composition(compose_cfg):
     with pytest.raises((ConfigCompositionException, ValidationError), match="num_envs"):
         compose_cfg(["task.num_envs=many"])
+
+
+def test_unknown_choice_names_the_valid_ones(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_cfg(["task.physics=phsyx"])
+    assert "newton_mjwarp, physx" in str(error.value.__cause__)
 
 
 def test_unknown_top_level_key_fails(compose_cfg):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE_H1
+from rlforge_testing import REFERENCE_H1
 from tasks.isaaclab_env import PROJECT_H1
 from tasks.robots.usd_writer import convert_to_usd
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REFERENCE_H1, ROOT, run_train
+from rlforge_testing import REFERENCE_H1, ROOT, run_train
 
 
 def only_run(root: Path) -> Path:

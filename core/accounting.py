@@ -1,0 +1,346 @@
+"""Where a run's time and money went: figures computed from its ledger, metrics and manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import ledger
+
+METRICS = "metrics.jsonl"
+DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "conf" / "prices.yaml"
+# Which price table (and so which billing model) a launcher's runs use unless told otherwise.
+TABLE_OF_LAUNCHER = {"local": "local", "hyperpod": "hyperpod", "sagemaker": "training_job"}
+# A persistent cluster is paid for from submission to the end, gaps included; a Training Job only while an
+# attempt runs.
+BILLING_OF_TABLE = {"local": "span", "hyperpod": "span", "training_job": "attempts"}
+
+RETURN_KEY = "Train/mean_reward"
+EPISODE_LENGTH_KEY = "Train/mean_episode_length"
+REWARD_TERM_PREFIX = "Episode_Reward/"
+_VELOCITY_ERROR = re.compile(r"error_vel_xy|velocity_error")
+
+
+# ------------------------------------------------------------------------------------------- reading
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every well-formed line of the run's ``metrics.jsonl``, in file order (repeated iterations included)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a hard kill
+    return lines
+
+
+def counted_metrics(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The iterations that count, one per iteration number, in order.
+
+    A resumed attempt restarts from its checkpoint, so an iteration number written twice was done twice; the
+    later line belongs to the lineage that the final model descends from and the earlier one was lost work.
+    """
+    last: dict[int, dict[str, Any]] = {}
+    for line in metrics:
+        last[int(line["iteration"])] = line
+    return [last[number] for number in sorted(last)]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved ``config.yaml`` as plain data (empty when missing)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # type: ignore[return-value]
+
+
+def read_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides the run was started with."""
+    path = Path(run_dir) / "overrides.yaml"
+    if not path.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    return [str(item) for item in OmegaConf.load(path) or []]
+
+
+def _duration(line: dict[str, Any]) -> float:
+    return float(line.get("collect_s", 0.0)) + float(line.get("learn_s", 0.0))
+
+
+# ------------------------------------------------------------------------------------------- prices
+def load_prices(path: Path | None = None) -> dict[str, Any]:
+    """The price table (``conf/prices.yaml`` unless another file is given) as plain data."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path or DEFAULT_PRICES), resolve=True)  # type: ignore[return-value]
+
+
+def hourly_price(prices: dict[str, Any], table: str, instance_type: str | None, spot: bool = False) -> float | None:
+    """Price of one instance-hour in ``table`` (``hyperpod``, ``training_job`` or ``local``), or None if unlisted."""
+    rates = prices.get(table) or {}
+    price = rates.get(instance_type) if instance_type else None
+    if price is None:
+        price = rates.get("default")
+    if price is None:
+        return None
+    if spot and table == "training_job":
+        price = float(price) * float(prices.get("spot_price_fraction", 1.0))
+    return float(price)
+
+
+# ------------------------------------------------------------------------------------------- figures
+@dataclass
+class Attempt:
+    """One process (rank 0) that worked on the run: a first start, a requeue, a resume."""
+
+    attempt: str
+    start: float
+    """Process start, Unix seconds."""
+    end: float
+    """Its last recorded sign of life: its end event, else its last event or metrics line."""
+    how: str
+    """``completed``, ``interrupted``, ``failed``, or ``lost`` (killed without an end event)."""
+    resumed_from: int | None = None
+    """Iteration it continued from (None for the first attempt)."""
+    iterations: int = 0
+    """Metrics lines it wrote."""
+    startup_s: float | None = None
+    """Process start to the start of its first iteration."""
+    host: str | None = None
+    instance_type: str | None = None
+    nodes: int = 1
+    reason: str | None = None
+    """The signal or error that ended it, when known."""
+
+
+@dataclass
+class RunAccount:
+    """The figures of one run. Times are seconds; ``billed_s`` is per node (multiply by ``nodes`` for node-time)."""
+
+    run_dir: str
+    launcher: str
+    status: str
+    """How the newest attempt ended."""
+    instance_type: str | None
+    nodes: int
+    submitted_at: float
+    """Submission time when a launcher recorded it, else the first process start."""
+    ended_at: float
+    wall_clock_s: float
+    """Submission to the end of the newest attempt."""
+    time_to_first_iteration_s: float | None
+    """Submission to the end of the first completed iteration."""
+    first_startup_s: float | None
+    """First process start to the start of its first iteration (imports, simulator, kernel compilation)."""
+    iterations_completed: int
+    """Iterations that count: the highest iteration number reached by the final lineage."""
+    iterations_run: int
+    """Iterations run in all, repeats included."""
+    iterations_redone: int
+    """Iterations run more than once because an attempt's newer work was lost."""
+    interruptions: int
+    attempts: int
+    signals: int
+    requeues: int
+    billing: str
+    """``span`` (paid from submission to end) or ``attempts`` (paid while an attempt runs)."""
+    billed_s: float
+    useful_s: float
+    """Time spent in the iterations that count."""
+    startup_s: float
+    """Start-up of every attempt."""
+    redone_s: float
+    """Time spent in iterations that were later done again."""
+    idle_s: float
+    """Billed time with no process running: waiting in a queue, between attempts."""
+    other_s: float
+    """The rest of the billed time: checkpoints, logging, shutdown, an iteration cut short by a kill."""
+    useful_fraction: float
+    price_table: str
+    price_per_hour: float | None
+    cost: float | None
+    cost_per_useful_hour: float | None
+    currency: str
+    objective_key: str | None
+    objective: float | None
+    attempt_list: list[Attempt] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return asdict(self)
+
+
+def _attempts(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> list[Attempt]:
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_id.setdefault(str(event.get("attempt", "?")), []).append(event)
+    attempts = []
+    for attempt_id, group in by_id.items():
+        start_event = next((e for e in group if e["event"] == "process_start"), group[0])
+        start = float(start_event.get("at") or start_event["time"])
+        end_event = next((e for e in reversed(group) if e["event"] == "end"), None)
+        resume = next((e for e in group if e["event"] == "resume"), None)
+        attempts.append(Attempt(
+            attempt=attempt_id, start=start, end=float(group[-1]["time"]),
+            how=str(end_event["how"]) if end_event else "lost",
+            resumed_from=int(resume["iteration"]) if resume else None,
+            host=start_event.get("host"), instance_type=start_event.get("instance_type"),
+            nodes=int(start_event.get("nodes") or 1),
+            reason=(end_event or {}).get("reason") or (end_event or {}).get("error"),
+        ))
+    attempts.sort(key=lambda a: a.start)
+    # Each metrics line belongs to the attempt running when it was written.
+    for index, attempt in enumerate(attempts):
+        until = attempts[index + 1].start if index + 1 < len(attempts) else math.inf
+        mine = [m for m in metrics if attempt.start <= float(m["time"]) < until]
+        attempt.iterations = len(mine)
+        if mine:
+            attempt.startup_s = max(0.0, float(mine[0]["time"]) - _duration(mine[0]) - attempt.start)
+            attempt.end = max(attempt.end, float(mine[-1]["time"]))
+    return attempts
+
+
+def account(run_dir: Path, prices: dict[str, Any] | None = None, *, instance_type: str | None = None,
+            table: str | None = None) -> RunAccount:
+    """All figures of the run in ``run_dir``; ``instance_type`` and ``table`` override what the run recorded."""
+    run_dir = Path(run_dir)
+    events = ledger.read(run_dir)
+    if not events:
+        raise ValueError(f"{run_dir} has no {ledger.LEDGER}; is it a run directory?")
+    metrics = read_metrics(run_dir)
+    manifest = _read_json(run_dir / "manifest.json")
+    config = read_config(run_dir)
+    prices = prices if prices is not None else load_prices()
+    launcher_cfg = config.get("launcher") or {}
+    launcher = str(launcher_cfg.get("name") or manifest.get("launcher") or events[0].get("launcher") or "local")
+
+    attempts = _attempts(events, metrics)
+    first_start = attempts[0].start
+    submitted = [float(e["submitted_at"]) for e in events if e["event"] == "process_start" and e.get("submitted_at")]
+    submitted_at = min([first_start, *submitted])
+    ended_at = max(a.end for a in attempts)
+
+    counted = counted_metrics(metrics)
+    counted_ids = {id(line) for line in counted}
+    useful_s = sum(_duration(line) for line in counted)
+    redone_s = sum(_duration(line) for line in metrics if id(line) not in counted_ids)
+    first_iteration = next((e for e in events if e["event"] == "first_iteration"), None)
+    first_line_time = float(metrics[0]["time"]) if metrics else None
+    first_done = float(first_iteration["time"]) if first_iteration else first_line_time
+
+    startup_s = 0.0
+    for attempt in attempts:
+        # An attempt that never finished an iteration spent all its time starting up.
+        startup_s += attempt.startup_s if attempt.startup_s is not None else attempt.end - attempt.start
+
+    table = table or TABLE_OF_LAUNCHER.get(launcher, "local")
+    billing = BILLING_OF_TABLE.get(table, "span")
+    running_s = _union_length([(a.start, a.end) for a in attempts])
+    if billing == "span":
+        billed_s = ended_at - submitted_at
+        idle_s = billed_s - running_s
+    else:
+        billed_s = running_s
+        idle_s = 0.0
+    other_s = billed_s - useful_s - redone_s - startup_s - idle_s
+
+    interruptions = sum(1 for a in attempts[:-1] if a.how != "completed")
+    if attempts[-1].how in ("interrupted", "lost"):
+        interruptions += 1
+
+    instance = instance_type or next((a.instance_type for a in reversed(attempts) if a.instance_type), None) \
+        or launcher_cfg.get("instance_type")
+    nodes = max([a.nodes for a in attempts] + [int(launcher_cfg.get("instance_count") or 1),
+                                               int(launcher_cfg.get("nodes") or 1)])
+    price = hourly_price(prices, table, instance, spot=bool(launcher_cfg.get("spot")))
+    cost = price * nodes * billed_s / 3600.0 if price is not None else None
+    cost_per_useful_hour = cost / (useful_s / 3600.0) if cost is not None and useful_s > 0 else None
+
+    objective_key = config.get("objective") if isinstance(config.get("objective"), str) else None
+    objective = final_value(counted, objective_key) if objective_key else None
+    return RunAccount(
+        run_dir=str(run_dir), launcher=launcher, status=attempts[-1].how, instance_type=instance, nodes=nodes,
+        submitted_at=submitted_at, ended_at=ended_at, wall_clock_s=ended_at - submitted_at,
+        time_to_first_iteration_s=(first_done - submitted_at) if first_done is not None else None,
+        first_startup_s=attempts[0].startup_s,
+        iterations_completed=int(counted[-1]["iteration"]) if counted else 0,
+        iterations_run=len(metrics), iterations_redone=len(metrics) - len(counted),
+        interruptions=interruptions, attempts=len(attempts),
+        signals=sum(1 for e in events if e["event"] == "signal"),
+        requeues=sum(1 for e in events if e["event"] == "requeued"),
+        billing=billing, billed_s=billed_s, useful_s=useful_s, startup_s=startup_s, redone_s=redone_s,
+        idle_s=idle_s, other_s=other_s, useful_fraction=useful_s / billed_s if billed_s > 0 else 0.0,
+        price_table=table, price_per_hour=price, cost=cost, cost_per_useful_hour=cost_per_useful_hour,
+        currency=str(prices.get("currency", "USD")), objective_key=objective_key, objective=objective,
+        attempt_list=attempts,
+    )
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(spans):
+        if end <= reach:
+            continue
+        total += end - max(start, reach)
+        reach = end
+    return total
+
+
+def final_value(counted: list[dict[str, Any]], key: str, window: int = 5) -> float | None:
+    """Mean of ``key`` over the last ``window`` counted iterations that logged it (as ``train.py`` returns it)."""
+    values = [float(line[key]) for line in counted if key in line][-window:]
+    return sum(values) / len(values) if values else None
+
+
+# ------------------------------------------------------------------------------------------- curves
+def curve_keys(metrics: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The logged keys of the report's panels: return, episode length, velocity error, reward terms."""
+    keys = dict.fromkeys(k for line in metrics for k in line)
+    return {
+        "return": [k for k in keys if k == RETURN_KEY],
+        "episode length": [k for k in keys if k == EPISODE_LENGTH_KEY],
+        "velocity-tracking error": [k for k in keys if _VELOCITY_ERROR.search(k)],
+        "reward terms": sorted(k for k in keys if k.startswith(REWARD_TERM_PREFIX)),
+    }
+
+
+def curve(counted: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """(iterations, values) of one logged key over the counted iterations."""
+    points = [(int(line["iteration"]), float(line[key])) for line in counted if key in line]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+def is_run_dir(path: Path) -> bool:
+    """A folder that a training run wrote (it has a ledger)."""
+    return (Path(path) / ledger.LEDGER).is_file()
+
+
+def sweep_points(sweep_dir: Path) -> list[Path]:
+    """The run directories directly under a sweep directory, in numeric order where names are numbers."""
+    points = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and is_run_dir(p)]
+    return sorted(points, key=lambda p: (0, int(p.name), "") if p.name.isdigit() else (1, 0, p.name))
+
+
+def varying_overrides(overrides: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Each point's overrides less those every point shares: what sets the points apart."""
+    lists = list(overrides.values())
+    shared = set(lists[0]).intersection(*lists[1:]) if lists else set()
+    return {name: [o for o in items if o not in shared] for name, items in overrides.items()}
