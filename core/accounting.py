@@ -196,14 +196,19 @@ def _attempts(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> li
         start = float(start_event.get("at") or start_event["time"])
         end_event = next((e for e in reversed(group) if e["event"] == "end"), None)
         resume = next((e for e in group if e["event"] == "resume"), None)
-        attempts.append(Attempt(
-            attempt=attempt_id, start=start, end=float(group[-1]["time"]),
-            how=str(end_event["how"]) if end_event else "lost",
-            resumed_from=int(resume["iteration"]) if resume else None,
-            host=start_event.get("host"), instance_type=start_event.get("instance_type"),
-            nodes=int(start_event.get("nodes") or 1),
-            reason=(end_event or {}).get("reason") or (end_event or {}).get("error"),
-        ))
+        attempts.append(
+            Attempt(
+                attempt=attempt_id,
+                start=start,
+                end=float(group[-1]["time"]),
+                how=str(end_event["how"]) if end_event else "lost",
+                resumed_from=int(resume["iteration"]) if resume else None,
+                host=start_event.get("host"),
+                instance_type=start_event.get("instance_type"),
+                nodes=int(start_event.get("nodes") or 1),
+                reason=(end_event or {}).get("reason") or (end_event or {}).get("error"),
+            )
+        )
     attempts.sort(key=lambda a: a.start)
     # Each metrics line belongs to the attempt running when it was written.
     for index, attempt in enumerate(attempts):
@@ -216,8 +221,9 @@ def _attempts(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> li
     return attempts
 
 
-def account(run_dir: Path, prices: dict[str, Any] | None = None, *, instance_type: str | None = None,
-            table: str | None = None) -> RunAccount:
+def account(
+    run_dir: Path, prices: dict[str, Any] | None = None, *, instance_type: str | None = None, table: str | None = None
+) -> RunAccount:
     """All figures of the run in ``run_dir``; ``instance_type`` and ``table`` override what the run recorded."""
     run_dir = Path(run_dir)
     events = ledger.read(run_dir)
@@ -264,10 +270,15 @@ def account(run_dir: Path, prices: dict[str, Any] | None = None, *, instance_typ
     if attempts[-1].how in ("interrupted", "lost"):
         interruptions += 1
 
-    instance = instance_type or next((a.instance_type for a in reversed(attempts) if a.instance_type), None) \
+    instance = (
+        instance_type
+        or next((a.instance_type for a in reversed(attempts) if a.instance_type), None)
         or launcher_cfg.get("instance_type")
-    nodes = max([a.nodes for a in attempts] + [int(launcher_cfg.get("instance_count") or 1),
-                                               int(launcher_cfg.get("nodes") or 1)])
+    )
+    nodes = max(
+        [a.nodes for a in attempts]
+        + [int(launcher_cfg.get("instance_count") or 1), int(launcher_cfg.get("nodes") or 1)]
+    )
     price = hourly_price(prices, table, instance, spot=bool(launcher_cfg.get("spot")))
     cost = price * nodes * billed_s / 3600.0 if price is not None else None
     cost_per_useful_hour = cost / (useful_s / 3600.0) if cost is not None and useful_s > 0 else None
@@ -275,19 +286,38 @@ def account(run_dir: Path, prices: dict[str, Any] | None = None, *, instance_typ
     objective_key = config.get("objective") if isinstance(config.get("objective"), str) else None
     objective = final_value(counted, objective_key) if objective_key else None
     return RunAccount(
-        run_dir=str(run_dir), launcher=launcher, status=attempts[-1].how, instance_type=instance, nodes=nodes,
-        submitted_at=submitted_at, ended_at=ended_at, wall_clock_s=ended_at - submitted_at,
+        run_dir=str(run_dir),
+        launcher=launcher,
+        status=attempts[-1].how,
+        instance_type=instance,
+        nodes=nodes,
+        submitted_at=submitted_at,
+        ended_at=ended_at,
+        wall_clock_s=ended_at - submitted_at,
         time_to_first_iteration_s=(first_done - submitted_at) if first_done is not None else None,
         first_startup_s=attempts[0].startup_s,
         iterations_completed=int(counted[-1]["iteration"]) if counted else 0,
-        iterations_run=len(metrics), iterations_redone=len(metrics) - len(counted),
-        interruptions=interruptions, attempts=len(attempts),
+        iterations_run=len(metrics),
+        iterations_redone=len(metrics) - len(counted),
+        interruptions=interruptions,
+        attempts=len(attempts),
         signals=sum(1 for e in events if e["event"] == "signal"),
         requeues=sum(1 for e in events if e["event"] == "requeued"),
-        billing=billing, billed_s=billed_s, useful_s=useful_s, startup_s=startup_s, redone_s=redone_s,
-        idle_s=idle_s, other_s=other_s, useful_fraction=useful_s / billed_s if billed_s > 0 else 0.0,
-        price_table=table, price_per_hour=price, cost=cost, cost_per_useful_hour=cost_per_useful_hour,
-        currency=str(prices.get("currency", "USD")), objective_key=objective_key, objective=objective,
+        billing=billing,
+        billed_s=billed_s,
+        useful_s=useful_s,
+        startup_s=startup_s,
+        redone_s=redone_s,
+        idle_s=idle_s,
+        other_s=other_s,
+        useful_fraction=useful_s / billed_s if billed_s > 0 else 0.0,
+        price_table=table,
+        price_per_hour=price,
+        cost=cost,
+        cost_per_useful_hour=cost_per_useful_hour,
+        currency=str(prices.get("currency", "USD")),
+        objective_key=objective_key,
+        objective=objective,
         attempt_list=attempts,
     )
 

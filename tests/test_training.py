@@ -155,3 +155,19 @@ def test_user_mjcf_robot_loads_and_trains(tmp_path):
     run_dir = only_run(tmp_path / "outputs" / "h1_flat")
     assert (run_dir / "checkpoints" / "model_1.pt").is_file()
     assert list((tmp_path / "cache" / "robots").glob("h1-*/h1.usda"))
+
+
+def test_wandb_goes_offline_without_key_and_resume_keeps_the_run(toy_args, tmp_path):
+    env = {"WANDB_API_KEY": None, "WANDB_MODE": None, "HOME": str(tmp_path)}
+    args = [*toy_args, "logger=wandb", "logger.project=test", "logger.tags=[a,b]"]
+    first = run_train([*args, "algo.max_iterations=1"], cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    run_id = json.loads((run_dir / "manifest.json").read_text())["wandb_run_id"]
+    offline = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(offline) == 1, "an offline wandb run with the manifest's id is expected"
+    second = run_train([*args, "algo.max_iterations=2", "resume=true"], cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    # The resumed attempt logs to the same wandb run id.
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
+    assert sorted((run_dir / "wandb").glob("offline-run-*")) == sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))

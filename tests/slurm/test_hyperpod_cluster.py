@@ -145,7 +145,9 @@ def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_c
     (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
     assert "SIGUSR2" in stopped["reason"] and 3 <= stopped["iteration"] < 60
     assert any(event["event"] == "requeued" for event in events)
-    (resumed,) = [event for event in events if event["event"] == "resume"]
+    resumes = [event for event in events if event["event"] == "resume"]
+    assert len(resumes) == 1, "\n".join(map(str, events)) + Path(run["log"]).read_text()[-3000:]
+    resumed = resumes[0]
     assert resumed["iteration"] == stopped["iteration"]
     assert resumed["checkpoint"] == f"model_{stopped['iteration']}.pt"
     assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 60
