@@ -171,3 +171,18 @@ def test_wandb_goes_offline_without_key_and_resume_keeps_the_run(toy_args, tmp_p
     # The resumed attempt logs to the same wandb run id.
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
     assert sorted((run_dir / "wandb").glob("offline-run-*")) == sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+
+
+def test_two_ranks_on_cpu_with_gloo_rank0_writes(toy_args, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(ROOT / "train.py"), *toy_args, "algo.max_iterations=2", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2], "only rank 0 writes metrics"
+    assert metrics[0]["env_steps"] == 8 * 16 * 2, "each iteration counts both ranks' environments"
+    assert json.loads((run_dir / "manifest.json").read_text())["world_size"] == 2
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["model_2.pt"]
+    assert result.stdout.count("run finished") == 1
