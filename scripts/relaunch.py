@@ -79,24 +79,36 @@ def config_differences(recorded: Any, now: Any, path: str = "") -> list[str]:
     return [] if recorded == now else [f"{path}: {recorded!r} -> {now!r}"]
 
 
-def code_drift(manifest: dict[str, Any], current_git: dict[str, Any], current_packages: dict[str, Any],
-               python: str) -> list[dict[str, Any]]:
+def code_drift(
+    manifest: dict[str, Any], current_git: dict[str, Any], current_packages: dict[str, Any], python: str
+) -> list[dict[str, Any]]:
     """What differs between the code and packages the run used and those of this checkout."""
     drift: list[dict[str, Any]] = []
     recorded_git = manifest.get("git") or {}
     if recorded_git.get("commit") != current_git.get("commit"):
         drift.append({"what": "git commit", "recorded": recorded_git.get("commit"), "now": current_git.get("commit")})
     if (recorded_git.get("diff") or "") != (current_git.get("diff") or ""):
-        drift.append({"what": "uncommitted changes", "recorded": _changed_files(recorded_git.get("diff") or ""),
-                      "now": _changed_files(current_git.get("diff") or "")})
+        drift.append(
+            {
+                "what": "uncommitted changes",
+                "recorded": _changed_files(recorded_git.get("diff") or ""),
+                "now": _changed_files(current_git.get("diff") or ""),
+            }
+        )
     if sorted(recorded_git.get("untracked") or []) != sorted(current_git.get("untracked") or []):
-        drift.append({"what": "untracked files", "recorded": sorted(recorded_git.get("untracked") or []),
-                      "now": sorted(current_git.get("untracked") or [])})
+        drift.append(
+            {
+                "what": "untracked files",
+                "recorded": sorted(recorded_git.get("untracked") or []),
+                "now": sorted(current_git.get("untracked") or []),
+            }
+        )
     recorded_packages = manifest.get("packages") or {}
     for name in sorted(set(recorded_packages) | set(current_packages)):
         if recorded_packages.get(name) != current_packages.get(name):
-            drift.append({"what": f"package {name}", "recorded": recorded_packages.get(name),
-                          "now": current_packages.get(name)})
+            drift.append(
+                {"what": f"package {name}", "recorded": recorded_packages.get(name), "now": current_packages.get(name)}
+            )
     if manifest.get("python") and manifest["python"] != python:
         drift.append({"what": "python", "recorded": manifest["python"], "now": python})
     return drift
@@ -110,8 +122,9 @@ def describe(drift: list[dict[str, Any]]) -> str:
     return "\n".join(f"  {item['what']}: {item['recorded']} -> {item['now']}" for item in drift)
 
 
-def relaunch(run_dir: Path, extra: list[str], *, allow_drift: bool = False, dry_run: bool = False,
-             cwd: Path | None = None) -> int:
+def relaunch(
+    run_dir: Path, extra: list[str], *, allow_drift: bool = False, dry_run: bool = False, cwd: Path | None = None
+) -> int:
     """Check for drift, then start train.py with the run's overrides plus ``extra``; returns its exit code."""
     import platform
 
@@ -145,9 +158,11 @@ def relaunch(run_dir: Path, extra: list[str], *, allow_drift: bool = False, dry_
     if drift:
         print(f"drift since the run was made:\n{describe(drift)}", file=sys.stderr)
         if not allow_drift:
-            print("refusing to relaunch: the new run would not be the same. Commit or undo the changes, or pass "
-                  "--allow-drift to relaunch anyway (the drift is then recorded in the new run's ledger).",
-                  file=sys.stderr)
+            print(
+                "refusing to relaunch: the new run would not be the same. Commit or undo the changes, or pass "
+                "--allow-drift to relaunch anyway (the drift is then recorded in the new run's ledger).",
+                file=sys.stderr,
+            )
             return EXIT_DRIFT
     else:
         print("  no drift: same commit, same uncommitted changes, same packages, same composed config")
@@ -163,13 +178,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="the run to start again")
     parser.add_argument("overrides", nargs="*", help="extra overrides, e.g. launcher=hyperpod")
-    parser.add_argument("--allow-drift", action="store_true",
-                        help="relaunch even if code, packages or config differ; the drift goes into the ledger")
+    parser.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="relaunch even if code, packages or config differ; the drift goes into the ledger",
+    )
     parser.add_argument("--dry-run", action="store_true", help="check and print the command, start nothing")
     parser.add_argument("--cwd", type=Path, help="start train.py here (default: where the original run started)")
     args = parser.parse_args(argv)
-    sys.exit(relaunch(args.run_dir, args.overrides, allow_drift=args.allow_drift, dry_run=args.dry_run,
-                      cwd=args.cwd))
+    sys.exit(relaunch(args.run_dir, args.overrides, allow_drift=args.allow_drift, dry_run=args.dry_run, cwd=args.cwd))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,10 @@ def run_rows(acc: accounting.RunAccount) -> list[tuple[str, str]]:
         ("iterations done twice", str(acc.iterations_redone)),
         ("interruptions / attempts", f"{acc.interruptions} / {acc.attempts}"),
         ("signals / requeues", f"{acc.signals} / {acc.requeues}"),
-        ("billed time", f"{duration(acc.billed_s)} ({'submission to end' if acc.billing == 'span' else 'attempts only'})"),
+        (
+            "billed time",
+            f"{duration(acc.billed_s)} ({'submission to end' if acc.billing == 'span' else 'attempts only'})",
+        ),
         ("  useful training", duration(acc.useful_s)),
         ("  start-up", duration(acc.startup_s)),
         ("  redone (lost) work", duration(acc.redone_s)),
@@ -94,8 +97,13 @@ def grid(header: list[str], rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------------- figures
 def _breakdown_bar(ax: Any, accounts: list[tuple[str, accounting.RunAccount]]) -> None:
     """Horizontal stacked bars: where each run's billed time went."""
-    parts = [("useful", "useful_s", "#2a9d8f"), ("start-up", "startup_s", "#e9c46a"),
-             ("redone", "redone_s", "#e76f51"), ("idle", "idle_s", "#8d99ae"), ("other", "other_s", "#b8b8b8")]
+    parts = [
+        ("useful", "useful_s", "#2a9d8f"),
+        ("start-up", "startup_s", "#e9c46a"),
+        ("redone", "redone_s", "#e76f51"),
+        ("idle", "idle_s", "#8d99ae"),
+        ("other", "other_s", "#b8b8b8"),
+    ]
     names = [name for name, _ in accounts]
     left = [0.0] * len(accounts)
     for label, attribute, color in parts:
@@ -120,8 +128,9 @@ def figure(points: list[tuple[str, Path, accounting.RunAccount]], rank_key: str 
     for lines in counted.values():
         for panel, found in accounting.curve_keys(lines).items():
             keys[panel] += [k for k in found if k not in keys[panel]]
-    panels: list[tuple[str, list[str]]] = [(panel, keys[panel]) for panel in ("return", "episode length",
-                                                                             "velocity-tracking error")]
+    panels: list[tuple[str, list[str]]] = [
+        (panel, keys[panel]) for panel in ("return", "episode length", "velocity-tracking error")
+    ]
     panels += [("reward: " + key.removeprefix(accounting.REWARD_TERM_PREFIX), [key]) for key in keys["reward terms"]]
     extra = 2 if len(points) > 1 else 1
     columns = 3
@@ -205,9 +214,16 @@ def html_grid(header: list[str], rows: list[list[str]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- main
-def report(target: Path, *, out_dir: Path | None = None, prices_path: Path | None = None,
-           instance_type: str | None = None, table: str | None = None, rank_key: str | None = None,
-           lowest_first: bool = False) -> dict[str, Any]:
+def report(
+    target: Path,
+    *,
+    out_dir: Path | None = None,
+    prices_path: Path | None = None,
+    instance_type: str | None = None,
+    table: str | None = None,
+    rank_key: str | None = None,
+    lowest_first: bool = False,
+) -> dict[str, Any]:
     """Print the report of a run or sweep directory and write its PNG, HTML and JSON; returns the JSON data."""
     target = Path(target).resolve()
     prices = accounting.load_prices(prices_path)
@@ -230,8 +246,18 @@ def report(target: Path, *, out_dir: Path | None = None, prices_path: Path | Non
         rows = run_rows(acc)
         print(f"\nrun report: {target}\n")
         print(text_table(rows))
-        attempts = [[a.attempt, duration(a.end - a.start), a.how, "-" if a.resumed_from is None else str(a.resumed_from),
-                     str(a.iterations), duration(a.startup_s), a.reason or ""] for a in acc.attempt_list]
+        attempts = [
+            [
+                a.attempt,
+                duration(a.end - a.start),
+                a.how,
+                "-" if a.resumed_from is None else str(a.resumed_from),
+                str(a.iterations),
+                duration(a.startup_s),
+                a.reason or "",
+            ]
+            for a in acc.attempt_list
+        ]
         attempt_header = ["attempt", "ran", "ended", "resumed at", "iterations", "start-up", "reason"]
         print("\n" + grid(attempt_header, attempts))
         sections = [("Figures", html_rows(rows)), ("Attempts", html_grid(attempt_header, attempts))]
@@ -240,17 +266,45 @@ def report(target: Path, *, out_dir: Path | None = None, prices_path: Path | Non
         overrides = accounting.varying_overrides({name: accounting.read_overrides(path) for name, path, _ in points})
         key = rank_key or next((acc.objective_key for *_, acc in points if acc.objective_key), None)
         ranked = sorted(points, key=lambda p: _sort_value(_rank_value(p[1], p[2], key), lowest_first))
-        header = ["rank", "point", f"final {key}", "iters", "redone", "interrupts", "to 1st iter", "wall-clock",
-                  "useful", "cost", "overrides"]
+        header = [
+            "rank",
+            "point",
+            f"final {key}",
+            "iters",
+            "redone",
+            "interrupts",
+            "to 1st iter",
+            "wall-clock",
+            "useful",
+            "cost",
+            "overrides",
+        ]
         rows_grid = []
         for rank, (name, path, acc) in enumerate(ranked, start=1):
-            rows_grid.append([str(rank), name, number(_rank_value(path, acc, key)), str(acc.iterations_completed),
-                              str(acc.iterations_redone), str(acc.interruptions),
-                              duration(acc.time_to_first_iteration_s), duration(acc.wall_clock_s),
-                              f"{100 * acc.useful_fraction:.0f}%", money(acc.cost, acc.currency),
-                              " ".join(overrides[name])])
-            data["runs"].append({**acc.as_dict(), "point": name, "rank": rank,
-                                 "rank_value": _rank_value(path, acc, key), "overrides": overrides[name]})
+            rows_grid.append(
+                [
+                    str(rank),
+                    name,
+                    number(_rank_value(path, acc, key)),
+                    str(acc.iterations_completed),
+                    str(acc.iterations_redone),
+                    str(acc.interruptions),
+                    duration(acc.time_to_first_iteration_s),
+                    duration(acc.wall_clock_s),
+                    f"{100 * acc.useful_fraction:.0f}%",
+                    money(acc.cost, acc.currency),
+                    " ".join(overrides[name]),
+                ]
+            )
+            data["runs"].append(
+                {
+                    **acc.as_dict(),
+                    "point": name,
+                    "rank": rank,
+                    "rank_value": _rank_value(path, acc, key),
+                    "overrides": overrides[name],
+                }
+            )
         billed = sum(acc.billed_s for *_, acc in points)
         useful = sum(acc.useful_s for *_, acc in points)
         costs = [acc.cost for *_, acc in points]
@@ -263,8 +317,10 @@ def report(target: Path, *, out_dir: Path | None = None, prices_path: Path | Non
             ("billed time, all points", duration(billed)),
             ("useful-training fraction, all points", f"{100 * useful / billed:.1f}%" if billed else "-"),
             ("estimated cost, all points", money(total_cost, currency)),
-            ("cost per useful training hour", money(total_cost / (useful / 3600) if total_cost is not None and useful
-                                                    else None, currency)),
+            (
+                "cost per useful training hour",
+                money(total_cost / (useful / 3600) if total_cost is not None and useful else None, currency),
+            ),
         ]
         print(f"\nsweep report: {target}\n")
         print(text_table(totals))
@@ -293,13 +349,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="folder for report.png/.html/.json (default: the target)")
     parser.add_argument("--prices", type=Path, help="price table (default: conf/prices.yaml)")
     parser.add_argument("--instance-type", help="price the runs as this instance type instead of the recorded one")
-    parser.add_argument("--table", choices=["local", "hyperpod", "training_job"],
-                        help="price table and billing model (default: the one of the run's launcher)")
+    parser.add_argument(
+        "--table",
+        choices=["local", "hyperpod", "training_job"],
+        help="price table and billing model (default: the one of the run's launcher)",
+    )
     parser.add_argument("--rank-by", help="metric that ranks sweep points (default: the runs' objective)")
     parser.add_argument("--lowest", action="store_true", help="rank the lowest value first (errors, costs)")
     args = parser.parse_args(argv)
-    report(args.target, out_dir=args.out, prices_path=args.prices, instance_type=args.instance_type,
-           table=args.table, rank_key=args.rank_by, lowest_first=args.lowest)
+    report(
+        args.target,
+        out_dir=args.out,
+        prices_path=args.prices,
+        instance_type=args.instance_type,
+        table=args.table,
+        rank_key=args.rank_by,
+        lowest_first=args.lowest,
+    )
 
 
 if __name__ == "__main__":
