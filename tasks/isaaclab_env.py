@@ -111,6 +111,19 @@ def set_dotted(obj: Any, dotted: str, value: Any) -> None:
         raise ValueError(f"env_overrides: '{dotted}' does not exist in the env config")
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested ``{"scene": {"env_spacing": 3}}`` (what ``task.env_overrides.scene.env_spacing=3`` composes to) and
+    dotted ``{"scene.env_spacing": 3}`` alike, as dotted paths to leaf values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
 def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     """Isaac Lab's env config for ``task.isaaclab_id``, with every field of the task config applied."""
     from isaaclab_tasks.utils import resolve_task_config
@@ -175,7 +188,7 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     env_cfg.observations.policy.enable_corruption = task.observation_noise
     apply_events(env_cfg, container["events"])
     apply_rewards(env_cfg, container["rewards"])
-    for dotted, value in container["env_overrides"].items():
+    for dotted, value in flatten(container["env_overrides"]).items():
         set_dotted(env_cfg, dotted, _to_isaac_value(value))
     return env_cfg
 
