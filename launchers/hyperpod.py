@@ -20,8 +20,20 @@ HYPERPOD_MARKER = Path("/opt/sagemaker_cluster")
 # Where HyperPod mounts FSx for Lustre, the storage every node shares.
 HYPERPOD_SHARED_ROOT = Path("/fsx")
 # Slurm states in which a job may still run again (submitit's list of unfinished states).
-UNFINISHED_STATES = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED", "CONFIGURING",
-                     "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+UNFINISHED_STATES = {
+    "READY",
+    "PENDING",
+    "RUNNING",
+    "UNKNOWN",
+    "REQUEUED",
+    "COMPLETING",
+    "PREEMPTED",
+    "CONFIGURING",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "RESIZING",
+    "SUSPENDED",
+}
 MAX_GPUS_PER_NODE = 16
 
 
@@ -80,8 +92,11 @@ def executor_parameters(params: dict[str, Any], code_dir: Path, workdir: Path) -
     gpus = params.get("gpus_per_node") or 0
     sbatch_extra = {"requeue": True, **(params.get("additional_parameters") or {})}
     # Jobs start in the submit directory; the code must be importable from wherever train.py was started.
-    setup = [f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}",
-             *(params.get("setup_lines") or []), *(params.get("setup") or [])]
+    setup = [
+        f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}",
+        *(params.get("setup_lines") or []),
+        *(params.get("setup") or []),
+    ]
     parameters: dict[str, Any] = {
         "job_name": params.get("name") or "train",
         "time": int(params["timeout_min"]),
@@ -123,8 +138,10 @@ def _check_writable(folder: Path) -> str | None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        return (f"output root {folder} is not writable ({error.strerror or error}); set launcher.output_root to a "
-                f"folder every node can write (on HyperPod, under {HYPERPOD_SHARED_ROOT})")
+        return (
+            f"output root {folder} is not writable ({error.strerror or error}); set launcher.output_root to a "
+            f"folder every node can write (on HyperPod, under {HYPERPOD_SHARED_ROOT})"
+        )
     return None
 
 
@@ -139,8 +156,10 @@ def check_before_submit(params: dict[str, Any], output_root: Path) -> list[str]:
         errors.append(f"launcher.gpus_per_node={gpus}: use 0 (CPU) to {MAX_GPUS_PER_NODE}")
     override = params.get("tasks_per_node_override")
     if override is not None and (override < 1 or (gpus and override != gpus)):
-        errors.append(f"launcher.tasks_per_node={override}: one process runs per GPU; leave it null when "
-                      "gpus_per_node > 0, or give at least 1 on CPU nodes")
+        errors.append(
+            f"launcher.tasks_per_node={override}: one process runs per GPU; leave it null when "
+            "gpus_per_node > 0, or give at least 1 on CPU nodes"
+        )
     if params.get("cpus_per_task") is not None and params["cpus_per_task"] < 1:
         errors.append(f"launcher.cpus_per_task={params['cpus_per_task']}: give at least 1 or null")
     if params.get("mem_per_task_gb") is not None and params["mem_per_task_gb"] <= 0:
@@ -149,16 +168,19 @@ def check_before_submit(params: dict[str, Any], output_root: Path) -> list[str]:
     if timeout_min < 1:
         errors.append(f"launcher.time_limit_min={timeout_min}: give the job's wall-clock limit in minutes (>= 1)")
     elif delay_s < 0 or delay_s >= timeout_min * 60:
-        errors.append(f"launcher.signal_delay_s={delay_s} must be shorter than the time limit "
-                      f"({timeout_min} min = {timeout_min * 60} s), or the checkpoint signal comes before the run starts")
+        errors.append(
+            f"launcher.signal_delay_s={delay_s} must be shorter than the time limit "
+            f"({timeout_min} min = {timeout_min * 60} s), or the checkpoint signal comes before the run starts"
+        )
     if params.get("max_requeues", 0) < 0:
         errors.append(f"launcher.max_requeues={params['max_requeues']}: give 0 or more")
     problem = _check_writable(output_root)
     if problem:
         errors.append(problem)
     elif on_hyperpod() and not str(output_root.resolve()).startswith(str(HYPERPOD_SHARED_ROOT)):
-        warnings.append(f"output root {output_root.resolve()} is not under {HYPERPOD_SHARED_ROOT}; make sure every "
-                        "node sees it")
+        warnings.append(
+            f"output root {output_root.resolve()} is not under {HYPERPOD_SHARED_ROOT}; make sure every node sees it"
+        )
     if shutil.which("sbatch") is None:
         errors.append("`sbatch` is not on PATH: submit from a Slurm login or head node")
     elif not errors:
@@ -182,8 +204,10 @@ def _check_cluster(params: dict[str, Any], nodes: int, gpus: int) -> list[str]:
     if nodes > len(node_names):
         errors.append(f"launcher.nodes={nodes} but partition {partition} has {len(node_names)} node(s)")
     if gpus and not any("gpu" in (row[1] if len(row) > 1 else "") for row in rows):
-        errors.append(f"partition {partition} has no GPUs (no gpu GRES); use launcher.gpus_per_node=0 to train on "
-                      "the CPU, or pick a GPU partition")
+        errors.append(
+            f"partition {partition} has no GPUs (no gpu GRES); use launcher.gpus_per_node=0 to train on "
+            "the CPU, or pick a GPU partition"
+        )
     return errors
 
 

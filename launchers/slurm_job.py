@@ -32,8 +32,11 @@ def export_distributed_env() -> dict[str, str]:
         "MASTER_PORT": str(environment.master_port),
     }
     # Printed, not logged: Hydra configures logging only later, and this line belongs in every task's log.
-    print(f"[hyperpod] rank {exported['RANK']} of {exported['WORLD_SIZE']} (local rank {exported['LOCAL_RANK']}) "
-          f"on {os.uname().nodename}, rendezvous {exported['MASTER_ADDR']}:{exported['MASTER_PORT']}", flush=True)
+    print(
+        f"[hyperpod] rank {exported['RANK']} of {exported['WORLD_SIZE']} (local rank {exported['LOCAL_RANK']}) "
+        f"on {os.uname().nodename}, rendezvous {exported['MASTER_ADDR']}:{exported['MASTER_PORT']}",
+        flush=True,
+    )
     return exported
 
 

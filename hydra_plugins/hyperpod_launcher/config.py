@@ -1,7 +1,7 @@
 """Typed settings of `launcher=hyperpod` (Slurm / SageMaker HyperPod through submitit), stored in Hydra's ConfigStore."""
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
@@ -23,17 +23,17 @@ class HyperPodLauncherConfig(LauncherConfig):
     """Nodes per run (each run of a sweep gets this many)."""
     gpus_per_node: int = 1
     """GPUs used on each node, one training process per GPU; 0 runs on the CPU (gloo) with `tasks_per_node`."""
-    tasks_per_node: Optional[int] = None
+    tasks_per_node: int | None = None
     """Training processes per node; null is one per GPU, or one when `gpus_per_node` is 0."""
-    cpus_per_task: Optional[int] = None
+    cpus_per_task: int | None = None
     """CPU cores reserved for each training process; null leaves the partition's default."""
-    mem_per_task_gb: Optional[float] = None
+    mem_per_task_gb: float | None = None
     """Memory reserved for each training process, in GB; null leaves the partition's default."""
-    partition: Optional[str] = None
+    partition: str | None = None
     """Slurm partition; null uses the cluster's default partition."""
-    account: Optional[str] = None
+    account: str | None = None
     """Slurm account charged for the job; null uses the user's default account."""
-    qos: Optional[str] = None
+    qos: str | None = None
     """Slurm quality of service; null uses the default."""
     time_limit_min: int = 1440
     """Wall-clock limit of one job allocation, in minutes; near it the run checkpoints and is requeued."""
@@ -45,9 +45,9 @@ class HyperPodLauncherConfig(LauncherConfig):
     """Shell lines run in the batch script before the training processes start (module loads, venv activation)."""
     output_root: str = "outputs"
     """Folder for run directories and Slurm job files; every node must see it (on HyperPod, under /fsx)."""
-    python: Optional[str] = None
+    python: str | None = None
     """Python command on the compute nodes; null uses this interpreter (the same path must exist there)."""
-    container_image: Optional[str] = None
+    container_image: str | None = None
     """pyxis/enroot image (e.g. `/fsx/images/train.sqsh` or `nvcr.io#nvidia/pytorch:24.07-py3`); null runs on the host."""
     container_mounts: list[str] = field(default_factory=list)
     """`host_path:container_path` mounts of the container (the code and output_root must be mounted)."""
@@ -55,7 +55,7 @@ class HyperPodLauncherConfig(LauncherConfig):
     """Extra arguments of the `srun` that starts the training processes."""
     sbatch_params: dict[str, Any] = field(default_factory=dict)
     """Extra `#SBATCH --key=value` lines, e.g. `{exclusive: true, constraint: a100}`."""
-    auto_resume: Optional[bool] = None
+    auto_resume: bool | None = None
     """HyperPod's `srun --auto-resume=1` (replace a faulty node and restart the step); null: on when this host
     is a HyperPod node (`/opt/sagemaker_cluster` exists)."""
     requeue_failed_steps: bool = True
@@ -78,15 +78,15 @@ class HyperPodQueueConf(SlurmQueueConf):
     """
 
     _target_: str = "hydra_plugins.hyperpod_launcher.launcher.HyperPodLauncher"
-    tasks_per_node_override: Optional[int] = None
-    mem_per_task_gb: Optional[float] = None
+    tasks_per_node_override: int | None = None
+    mem_per_task_gb: float | None = None
     setup_lines: list[str] = field(default_factory=list)
     max_requeues: int = 20
-    python: Optional[str] = None
-    container_image: Optional[str] = None
+    python: str | None = None
+    container_image: str | None = None
     container_mounts: list[str] = field(default_factory=list)
     srun_args: list[str] = field(default_factory=list)
-    auto_resume: Optional[bool] = None
+    auto_resume: bool | None = None
     requeue_failed_steps: bool = True
     output_root: str = "outputs"
     wait: bool = False

@@ -71,10 +71,17 @@ class HyperPodLauncher(SlurmLauncher):
                 log.warning("%s: %s", result._return_value, message)
                 from core import ledger
 
-                ledger.record("requeued", job_id=job_environment.job_id, restart_count=slurm_job.restart_count(),
-                              reason=str(result._return_value))
+                ledger.record(
+                    "requeued",
+                    job_id=job_environment.job_id,
+                    restart_count=slurm_job.restart_count(),
+                    reason=str(result._return_value),
+                )
             # Leave without a result file: the job is not over, the requeued one will write it.
             raise SystemExit(0)
+        if result.status == JobStatus.FAILED:
+            # Raising (rather than returning the failure) makes Slurm record the job as FAILED.
+            raise result._return_value
         return result
 
     def _job_config(self, overrides: list[str], job_num: int, slurm_job_id: str) -> DictConfig:
@@ -115,20 +122,26 @@ class HyperPodLauncher(SlurmLauncher):
             # Composing every run here turns a bad value into an error before anything is queued.
             config = self._job_config(list(overrides), index, f"job_id_for_{index}")
             run_dirs.append(str(Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).resolve()))
-            job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}",
-                               Singleton.get_state()))
+            job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state()))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
         submitit_folder = str(params["submitit_folder"])
-        executor = submitit.SlurmExecutor(folder=submitit_folder, max_num_timeout=int(params["max_num_timeout"]),
-                                          python=hyperpod.python_command(params))
+        executor = submitit.SlurmExecutor(
+            folder=submitit_folder,
+            max_num_timeout=int(params["max_num_timeout"]),
+            python=hyperpod.python_command(params),
+        )
         executor.update_parameters(**hyperpod.executor_parameters(params, hyperpod.code_dir(), Path(os.getcwd())))
-        jobs = executor.map_array(self, *zip(*job_params))
+        jobs = executor.map_array(self, *zip(*job_params, strict=True))
 
         runs = [
-            hyperpod.SubmittedRun(job_id=job.job_id, run_dir=run_dir, log_file=str(job.paths.stdout),
-                                  overrides=filter_overrides(list(overrides)))
-            for job, run_dir, overrides in zip(jobs, run_dirs, job_overrides)
+            hyperpod.SubmittedRun(
+                job_id=job.job_id,
+                run_dir=run_dir,
+                log_file=str(job.paths.stdout),
+                overrides=filter_overrides(list(overrides)),
+            )
+            for job, run_dir, overrides in zip(jobs, run_dirs, job_overrides, strict=True)
         ]
         manifest = hyperpod.write_manifest(sweep_dir, runs)
         hyperpod.report(runs, manifest)
@@ -136,13 +149,14 @@ class HyperPodLauncher(SlurmLauncher):
         if params.get("wait"):
             states = hyperpod.wait_for(jobs, float(params["poll_interval_s"]))
             returns = []
-            for job, run in zip(jobs, runs):
+            for job, run in zip(jobs, runs, strict=True):
                 if states[job.job_id].startswith("COMPLETED"):
                     returns.append(job.results()[0])
                 else:
                     failed = JobReturn(overrides=run.overrides, status=JobStatus.FAILED)
                     failed.return_value = RuntimeError(
-                        f"Slurm job {job.job_id} ended {states[job.job_id]}; see {run.log_file}")
+                        f"Slurm job {job.job_id} ended {states[job.job_id]}; see {run.log_file}"
+                    )
                     returns.append(failed)
             return returns
 

@@ -204,8 +204,9 @@ class SlurmCluster:
                 return
             for process in self.processes:
                 if process.poll() is not None and process.returncode != 0:
-                    raise RuntimeError(f"{process.name} exited ({process.returncode}) while waiting for {what}; "
-                                       f"see {self.log_dir}")
+                    raise RuntimeError(
+                        f"{process.name} exited ({process.returncode}) while waiting for {what}; see {self.log_dir}"
+                    )
             time.sleep(0.3)
         raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; see {self.log_dir}")
 
@@ -213,8 +214,12 @@ class SlurmCluster:
         self._spawn(
             "munged",
             [
-                "munged", "--foreground", f"--socket={self.munge_socket}", f"--key-file={MUNGE_KEY}",
-                f"--pid-file={self.root / 'munge' / 'munged.pid'}", f"--log-file={self.root / 'munge' / 'munged.log'}",
+                "munged",
+                "--foreground",
+                f"--socket={self.munge_socket}",
+                f"--key-file={MUNGE_KEY}",
+                f"--pid-file={self.root / 'munge' / 'munged.pid'}",
+                f"--log-file={self.root / 'munge' / 'munged.log'}",
                 f"--seed-file={self.root / 'munge' / 'munged.seed'}",
             ],
             user="munge",
@@ -224,22 +229,46 @@ class SlurmCluster:
     def _start_mariadb(self) -> None:
         data = self.root / "mysql-data"
         subprocess.run(
-            ["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--auth-root-authentication-method=socket",
-             "--skip-test-db"],
-            check=True, capture_output=True, timeout=120,
+            [
+                "mariadb-install-db",
+                "--user=mysql",
+                f"--datadir={data}",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         sock = self.root / "run" / "mysqld.sock"
         self._spawn(
             "mariadbd",
-            ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={data}", f"--socket={sock}",
-             "--bind-address=127.0.0.1", f"--port={self.mysql_port}", f"--pid-file={self.root / 'run' / 'mysqld.pid'}",
-             "--innodb-buffer-pool-size=64M", "--skip-name-resolve"],
+            [
+                "mariadbd",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                "--bind-address=127.0.0.1",
+                f"--port={self.mysql_port}",
+                f"--pid-file={self.root / 'run' / 'mysqld.pid'}",
+                "--innodb-buffer-pool-size=64M",
+                "--skip-name-resolve",
+            ],
         )
         self._wait_for("mariadbd", sock.exists, timeout=60)
-        sql = ("CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';"
-               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;")
-        self._wait_for("mariadb accepting SQL", lambda: subprocess.run(
-            ["mariadb", f"--socket={sock}", "-uroot", "-e", sql], capture_output=True).returncode == 0, timeout=30)
+        sql = (
+            "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';"
+            "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
+        )
+        self._wait_for(
+            "mariadb accepting SQL",
+            lambda: (
+                subprocess.run(["mariadb", f"--socket={sock}", "-uroot", "-e", sql], capture_output=True).returncode
+                == 0
+            ),
+            timeout=30,
+        )
 
     def _start_slurm(self) -> None:
         # slurmdbd reads slurmdbd.conf from the directory of SLURM_CONF.
