@@ -1,0 +1,184 @@
+"""The benchmark's parser and report, and the training loop's device-side bookkeeping, checked against rsl-rl's own."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from rsl_rl.utils import check_nan
+from rsl_rl.utils.logger import Logger
+from tensordict import TensorDict
+
+from algos.ppo import EpisodeTally, nan_groups, raise_on_nan
+from scripts import benchmark
+
+
+def rsl_rl_logger(tmp_path, num_envs: int) -> Logger:
+    """rsl-rl's real logger writing TensorBoard files under ``tmp_path``."""
+    cfg = {"num_steps_per_env": 24, "logger": "tensorboard", "algorithm": {}, "run_name": ""}
+    logger = Logger(log_dir=str(tmp_path), cfg=cfg, env_cfg={}, num_envs=num_envs, is_distributed=False,
+                    gpu_world_size=1, gpu_global_rank=0, device="cpu")
+    logger.git_status_repos = []
+    logger.init_logging_writer()
+    return logger
+
+
+def printed_blocks(tmp_path, capsys, iterations: int) -> list[str]:
+    """The console text rsl-rl's logger prints for ``iterations`` iterations, one string per print."""
+    logger = rsl_rl_logger(tmp_path, num_envs=8)
+    logger.rewbuffer.extend([1.5, 2.5])
+    logger.lenbuffer.extend([10.0, 20.0])
+    texts = []
+    for it in range(iterations):
+        logger.ep_extras.append({"Episode_Reward/track": torch.tensor(0.25)})
+        logger.log(it=it, start_it=0, total_it=iterations, collect_time=0.5 + it, learn_time=0.125,
+                   loss_dict={"value": 0.1}, learning_rate=1e-3, action_std=torch.ones(3), rnd_weight=None)
+        texts.append(capsys.readouterr().out)
+    logger.stop_logging_writer()
+    return texts
+
+
+def test_parser_reads_rsl_rl_console_blocks(tmp_path, capsys):
+    texts = printed_blocks(tmp_path, capsys, iterations=3)
+    lines = [(10.0 + i, line) for i, text in enumerate(texts) for line in text.splitlines()]
+    lines.insert(0, (9.0, "[INFO] something printed before training"))
+    blocks = benchmark.parse_iterations(lines)
+    assert [b["iteration"] for b in blocks] == [0, 1, 2]
+    assert [b["time"] for b in blocks] == [10.0, 11.0, 12.0]
+    assert all(b["total"] == 3 for b in blocks)
+    assert [b["collect_s"] for b in blocks] == [0.5, 1.5, 2.5]
+    assert all(b["learn_s"] == 0.125 for b in blocks)
+    assert blocks[0]["steps_per_s"] == int(24 * 8 / 0.625)
+    assert blocks[0]["mean_reward"] == 2.0 and blocks[0]["mean_episode_length"] == 15.0
+
+
+def test_parser_keeps_the_first_value_of_a_field_in_a_block():
+    lines = [(1.0, "\x1b[1m Learning iteration 0/2 \x1b[0m"), (1.0, "Steps per second: 100"),
+             (1.0, "Steps per second: 5"), (2.0, "Learning iteration 1/2"), (2.0, "Mean reward: -3.5e-01")]
+    blocks = benchmark.parse_iterations(lines)
+    assert blocks[0]["steps_per_s"] == 100 and blocks[1]["mean_reward"] == -0.35
+
+
+def test_summary_uses_iterations_after_the_first():
+    blocks = [
+        {"iteration": 0, "time": 50.0, "steps_per_s": 10.0, "collect_s": 9.0, "learn_s": 1.0},
+        {"iteration": 1, "time": 52.0, "steps_per_s": 100.0, "collect_s": 1.0, "learn_s": 0.5},
+        {"iteration": 2, "time": 53.0, "steps_per_s": 120.0, "collect_s": 0.8, "learn_s": 0.4},
+        {"iteration": 3, "time": 54.0, "steps_per_s": 110.0, "collect_s": 0.9, "learn_s": 0.3},
+    ]
+    figures = benchmark.summarize_run(blocks, launched=10.0, env_steps_per_iteration=200)
+    assert figures["start_to_first_iteration_s"] == 40.0
+    assert figures["first_iteration_s"] == 10.0
+    assert figures["steady_env_steps_per_s"] == 110.0
+    assert figures["steady_wall_env_steps_per_s"] == 200.0  # intervals 2, 1, 1 s: median 1 s
+    assert figures["collect_s"] == 0.9 and figures["learn_s"] == 0.4
+    assert benchmark.summarize_run([], launched=0.0, env_steps_per_iteration=1) == {"iterations": 0}
+
+
+def phase(start: float, steps: float, host: float, gpu: float | None) -> dict:
+    return {"iterations": 3, "start_to_first_iteration_s": start, "first_iteration_s": start / 10,
+            "steady_env_steps_per_s": steps, "steady_wall_env_steps_per_s": steps * 0.9, "collect_s": 1.0,
+            "learn_s": 0.25, "mean_reward": [None, 1.0, 2.0], "returncode": 0, "wall_s": 99.0,
+            "peak_host_mib": host, "peak_gpu_mib": gpu, "log": "x.log"}
+
+
+def test_report_schema_ratios_table_and_merge(tmp_path):
+    settings = {"device": "cuda", "num_envs": 4096, "iterations": 3, "seed": 42}
+    ours = {"command": ["train.py"], "phases": {"cold": phase(200.0, 90.0, 3000.0, 9000.0),
+                                                  "warm": phase(40.0, 100.0, 2900.0, 8000.0)}}
+    theirs = {"command": ["isaaclab"], "phases": {"cold": phase(250.0, 70.0, 4000.0, 10000.0),
+                                                    "warm": phase(50.0, 80.0, 3900.0, 10000.0)}}
+    report = benchmark.build_report({"ours": ours, "isaaclab": theirs}, settings, {"host": "h"})
+    report = json.loads(json.dumps(report))  # what --out writes must survive JSON
+    benchmark.validate_report(report)
+    figures = report["trainers"]["ours"]["figures"]
+    assert figures["start_to_first_iteration_cold_s"] == 200.0 and figures["start_to_first_iteration_warm_s"] == 40.0
+    assert figures["steady_env_steps_per_s"] == 100.0  # steady figures come from the warm run
+    assert figures["peak_host_mib"] == 3000.0 and figures["peak_gpu_mib"] == 9000.0  # peaks over both runs
+    assert report["ratios"]["steady_env_steps_per_s"] == pytest.approx(100.0 / 80.0)
+    assert report["ratios"]["start_to_first_iteration_cold_s"] == pytest.approx(200.0 / 250.0)
+    table = benchmark.format_table(report)
+    assert "ours/isaaclab" in table and "1.250" in table
+
+    halves = [benchmark.build_report({"ours": ours}, settings, {"host": "h"}),
+              benchmark.build_report({"isaaclab": theirs}, settings, {"host": "h"})]
+    assert halves[0]["ratios"] is None
+    merged = benchmark.merge_reports(json.loads(json.dumps(halves)))
+    assert merged["ratios"] == report["ratios"]
+    with pytest.raises(ValueError, match="different settings"):
+        benchmark.merge_reports([halves[0], benchmark.build_report({"isaaclab": theirs}, {**settings, "seed": 1}, {})])
+    broken = copy.deepcopy(report)
+    del broken["trainers"]["ours"]["figures"]["learn_s"]
+    with pytest.raises(ValueError, match="learn_s"):
+        benchmark.validate_report(broken)
+
+
+def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path):
+    settings = benchmark.Settings(device="cuda", num_envs=4096, iterations=20, seed=7, usd_path="/r/h1.usda",
+                                  terrain_rows=4, terrain_cols=5)
+    ours = benchmark.command_for("ours", settings, tmp_path)
+    theirs = benchmark.command_for("isaaclab", settings, tmp_path)
+    assert {"task=h1_rough", "task.num_envs=4096", "seed=7", "algo.max_iterations=20", "device=cuda",
+            "task.terrain.num_rows=4", "task.terrain.num_cols=5"} <= set(ours)
+    assert theirs[theirs.index("--task") + 1] == benchmark.ISAACLAB_TASK
+    assert theirs[theirs.index("--num_envs") + 1] == "4096" and theirs[theirs.index("--seed") + 1] == "7"
+    assert theirs[theirs.index("--max_iterations") + 1] == "20"
+    assert {"env.scene.robot.spawn.usd_path=/r/h1.usda", "agent.device=cuda:0",
+            "env.scene.terrain.terrain_generator.num_rows=4", "env.scene.terrain.terrain_generator.num_cols=5"} \
+        <= set(theirs)
+
+
+def test_quick_and_learning_defaults_are_cpu_sized():
+    quick = benchmark.parse_args(["--quick"])
+    assert (quick.device, quick.num_envs, quick.terrain_rows) == ("cpu", 16, 4)
+    learning = benchmark.parse_args(["--learning"])
+    assert learning.device == "cpu" and learning.seeds == [0, 1, 2]
+
+
+def test_learning_comparison_against_the_spread_of_seeds():
+    curves = {"ours": {0: [None, 1.0, 2.0, 9.0], 1: [None, 3.0, 2.0, 9.0]},
+              "isaaclab": {0: [None, 1.0, 1.0, 1.0], 1: [0.5, 3.0, 2.5, 2.0], 2: [0.0, 2.0, 3.0, 1.5]}}
+    comparison = benchmark.learning_comparison(curves)
+    assert [r["iteration"] for r in comparison["rows"]] == [1, 2, 3]  # iteration 0: an episode had not ended
+    assert [r["within"] for r in comparison["rows"]] == [True, True, False]
+    assert comparison["iterations_within"] == 2 and comparison["fraction_within"] == pytest.approx(2 / 3)
+
+
+def test_episode_tally_matches_rsl_rl_logger(tmp_path):
+    num_envs, steps = 6, 40
+    reference = rsl_rl_logger(tmp_path / "a", num_envs)
+    ours = rsl_rl_logger(tmp_path / "b", num_envs)
+    tally = EpisodeTally(ours)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(steps):
+        rewards = torch.randn(num_envs, generator=generator)
+        dones = (torch.rand(num_envs, generator=generator) < 0.2).long()
+        extras = {"log": {"Episode_Reward/x": torch.tensor(float(step))}}
+        reference.process_env_step(rewards, dones, extras, None)
+        tally.step(rewards, dones, extras)
+        if step % 24 == 23:
+            tally.flush()
+    tally.flush()
+    assert len(reference.rewbuffer) > 10
+    assert list(ours.rewbuffer) == list(reference.rewbuffer)
+    assert list(ours.lenbuffer) == list(reference.lenbuffer)
+    assert torch.equal(ours.cur_reward_sum, reference.cur_reward_sum)
+    assert torch.equal(ours.cur_episode_length, reference.cur_episode_length)
+    assert len(ours.ep_extras) == len(reference.ep_extras) == steps
+
+
+def test_nan_flags_raise_like_check_nan():
+    obs = TensorDict({"policy": torch.zeros(4, 3), "critic": torch.zeros(4, 5)}, batch_size=[4])
+    rewards, dones = torch.zeros(4), torch.zeros(4, dtype=torch.long)
+    flags = nan_groups(obs, rewards, dones, None)
+    raise_on_nan(flags, obs, iteration=0)  # nothing to report
+    poisoned = obs.clone()
+    poisoned["critic"][2, 1] = float("nan")
+    flags = nan_groups(poisoned, rewards, dones, flags)
+    flags = nan_groups(obs, rewards, dones, flags)  # a later clean step does not clear it
+    with pytest.raises(ValueError, match="observation group 'critic'"):
+        raise_on_nan(flags, obs, iteration=3)
+    with pytest.raises(ValueError, match="critic"):
+        check_nan(poisoned, rewards, dones)
