@@ -459,6 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", default="cold,warm", help="comma-separated subset of cold,warm")
     parser.add_argument("--usd", default=None, help="robot USD for both trainers (default: our converted H1)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and runs here (default: a temp dir)")
+    parser.add_argument("--warp-cache", type=Path, default=None,
+                        help="kernel cache folder of every run (default: one per trainer under the workdir)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per training process")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="join these JSON reports, run nothing")
@@ -503,8 +505,8 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [t for t in trainers if t not in TRAINERS] + [p for p in phases if p not in PHASES]
             if unknown:
                 sys.exit(f"unknown trainers or phases: {unknown}")
-            results = {t: run_trainer(t, settings, workdir=workdir, phases=phases, timeout_s=args.timeout)
-                       for t in trainers}
+            results = {t: run_trainer(t, settings, workdir=workdir, phases=phases, timeout_s=args.timeout,
+                                      cache_dir=args.warp_cache) for t in trainers}
             report = build_report(results, settings.__dict__, machine_info(args.device))
             print(format_table(report))
         if args.out:
