@@ -32,6 +32,7 @@ def _process_started() -> float:
 
 
 _PROCESS_START = _process_started()
+_runs_in_this_process = 0
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -64,6 +65,10 @@ def run(cfg: DictConfig) -> float:
     from core import checkpoint
     from tasks import build_env
 
+    global _runs_in_this_process
+    # The first run of a process started with it; a later one (the next point of a local sweep) starts now.
+    started = _PROCESS_START if _runs_in_this_process == 0 else time.time()
+    _runs_in_this_process += 1
     lifecycle.clear()
     lifecycle.install_signal_handlers()
     info = dist_info()
@@ -78,7 +83,7 @@ def run(cfg: DictConfig) -> float:
         gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
         ledger.open_ledger(run_dir, attempt=attempt, launcher=cfg.launcher.name, host=os.uname().nodename,
                            world_size=info.world_size, gpus_per_node=gpus, **ledger.placement())
-        ledger.record("process_start", at=_PROCESS_START, pid=os.getpid(), submitted_at=ledger.submitted_at())
+        ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
         ledger.record("config_composed", resuming=resuming)
         relaunch = os.environ.get(ledger.RELAUNCH_ENV)
         if relaunch:

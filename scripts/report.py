@@ -161,7 +161,7 @@ def figure(points: list[tuple[str, Path, accounting.RunAccount]], rank_key: str 
         values = [(name, _rank_value(path, acc, rank_key)) for name, path, acc in points]
         values = [(n, v) for n, v in values if v is not None]
         ax.bar([n for n, _ in values], [v for _, v in values], color="#264653")
-        ax.set_title(f"final {rank_key}", fontsize=10)
+        ax.set_title(f"final {rank_key} (mean of the last 5 iterations)", fontsize=10)
         ax.set_xlabel("sweep point")
         used += 1
     for ax in flat[used:]:
@@ -238,7 +238,8 @@ def report(
         acc = accounting.account(path, prices, instance_type=instance_type, table=table)
         points.append((path.name, path, acc))
     out_dir = Path(out_dir).resolve() if out_dir else target
-    png = figure(points, rank_key, out_dir / "report.png")
+    key = rank_key or next((acc.objective_key for *_, acc in points if acc.objective_key), None)
+    png = figure(points, key, out_dir / "report.png")
     data: dict[str, Any] = {"target": str(target), "runs": []}
 
     if len(points) == 1:
@@ -264,7 +265,6 @@ def report(
         data["runs"].append({**acc.as_dict(), "overrides": accounting.read_overrides(target)})
     else:
         overrides = accounting.varying_overrides({name: accounting.read_overrides(path) for name, path, _ in points})
-        key = rank_key or next((acc.objective_key for *_, acc in points if acc.objective_key), None)
         ranked = sorted(points, key=lambda p: _sort_value(_rank_value(p[1], p[2], key), lowest_first))
         header = [
             "rank",

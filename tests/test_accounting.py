@@ -60,8 +60,11 @@ def assert_png_has_content(path: Path) -> None:
 def test_report_of_a_local_run_counts_the_queue_and_prices_it(toy_args, tmp_path):
     queued_s = 30.0
     submitted = time.time() - queued_s
-    result = run_train([*toy_args, "algo.max_iterations=4"], cwd=tmp_path,
-                       env={"RLFORGE_SUBMITTED_AT": str(submitted), "RLFORGE_INSTANCE_TYPE": "ml.g5.2xlarge"})
+    result = run_train(
+        [*toy_args, "algo.max_iterations=4"],
+        cwd=tmp_path,
+        env={"RLFORGE_SUBMITTED_AT": str(submitted), "RLFORGE_INSTANCE_TYPE": "ml.g5.2xlarge"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run(tmp_path / "outputs" / "toy")
     events = ledger_events(run_dir)
@@ -105,15 +108,26 @@ def test_report_of_a_local_run_counts_the_queue_and_prices_it(toy_args, tmp_path
     import base64
 
     assert base64.b64encode((run_dir / "report.png").read_bytes()).decode() in page
-    for label in ("wall-clock, submission to end", "time to first iteration", "useful-training fraction",
-                  "cost per useful training hour", f"{100 * acc.useful_fraction:.1f}%"):
+    for label in (
+        "wall-clock, submission to end",
+        "time to first iteration",
+        "useful-training fraction",
+        "cost per useful training hour",
+        f"{100 * acc.useful_fraction:.1f}%",
+    ):
         assert label in page and label in printed.stdout
 
 
 def test_interrupted_and_resumed_run_counts_redone_iterations_and_lost_time(toy_args, tmp_path):
     args = [*toy_args, "algo.max_iterations=400", "algo.save_interval=2", "algo.keep_checkpoints=0"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.time() + 120
     metrics = None
     while time.time() < deadline:
@@ -175,10 +189,20 @@ def test_interrupted_and_resumed_run_counts_redone_iterations_and_lost_time(toy_
 
 def test_optuna_sweep_report_ranks_points_by_the_objective_with_their_overrides(toy_args, tmp_path):
     # One-second episodes, so every iteration logs finished episodes and their reward terms.
-    result = run_train(["-m", *toy_args, "algo.max_iterations=3", "task.episode_length_s=1.0", "hydra/sweeper=optuna",
-                        "hydra.sweeper.n_trials=3", "hydra.sweeper.direction=maximize",
-                        "hydra.sweeper.sampler.seed=3", "task.rewards.track_velocity.weight=interval(0.2,3.0)"],
-                       cwd=tmp_path)
+    result = run_train(
+        [
+            "-m",
+            *toy_args,
+            "algo.max_iterations=3",
+            "task.episode_length_s=1.0",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.direction=maximize",
+            "hydra.sweeper.sampler.seed=3",
+            "task.rewards.track_velocity.weight=interval(0.2,3.0)",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = only_run(tmp_path / "outputs" / "multirun")
     from omegaconf import OmegaConf
@@ -201,6 +225,10 @@ def test_optuna_sweep_report_ranks_points_by_the_objective_with_their_overrides(
         weight = float(override.split("=")[1])
         config = (point / "config.yaml").read_text()
         assert f"weight: {weight}" in config
+    # The trials ran one after another in one process; each is accounted from its own start, not the process's.
+    spans = sorted((r["attempt_list"][0]["start"], r["attempt_list"][0]["end"]) for r in runs)
+    for (_, earlier_end), (later_start, _) in zip(spans, spans[1:], strict=False):
+        assert later_start >= earlier_end
     # train.py returned the same objective to the sweeper that the report ranks by.
     assert float(best.best_value) == pytest.approx(runs[0]["rank_value"], rel=1e-9)
     assert "sweep report" in printed.stdout and "ranked by" in printed.stdout
@@ -216,16 +244,26 @@ def test_optuna_sweep_report_ranks_points_by_the_objective_with_their_overrides(
 
 # ---------------------------------------------------------------------------------------------- relaunch
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=repo,
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     """This project's files in a fresh git repository with one commit: a checkout whose state the test controls."""
     copy = tmp_path / "project"
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -238,16 +276,29 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def run_script(project: Path, script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(project / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, str(project / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_relaunch_is_identical_and_refuses_drift(project_copy, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     outputs = tmp_path / "outputs"
-    args = ["task=toy", f"output_root={outputs}", "task.num_envs=8", "algo.num_steps_per_env=4",
-            "algo.max_iterations=2", "seed=7", "task.rewards.track_velocity.weight=1.5"]
+    args = [
+        "task=toy",
+        f"output_root={outputs}",
+        "task.num_envs=8",
+        "algo.num_steps_per_env=4",
+        "algo.max_iterations=2",
+        "seed=7",
+        "task.rewards.track_velocity.weight=1.5",
+    ]
     first = run_script(project_copy, "train.py", args, cwd=work)
     assert first.returncode == 0, first.stderr[-3000:]
     original = only_run(outputs / "toy")
@@ -303,10 +354,16 @@ def test_relaunch_takes_new_overrides_and_drops_resume(tmp_path):
 
     saved = ["task=toy", "algo.max_iterations=2", "resume=true", "launcher=local"]
     assert relaunch.merge_overrides(saved, ["launcher=hyperpod", "launcher.nodes=2"]) == [
-        "task=toy", "algo.max_iterations=2", "launcher=hyperpod", "launcher.nodes=2"]
+        "task=toy",
+        "algo.max_iterations=2",
+        "launcher=hyperpod",
+        "launcher.nodes=2",
+    ]
     # The extra launcher override composes with the saved ones (composition fails on a bad one before any start).
     config = relaunch.compose(relaunch.merge_overrides(saved, ["launcher=hyperpod", "launcher.nodes=2"]))
     assert config["launcher"]["name"] == "hyperpod" and config["launcher"]["nodes"] == 2
     assert config["algo"]["max_iterations"] == 2
     assert relaunch.config_differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0}) == [
-        "a.c: 2 -> 3", "d: (absent) -> 0"]
+        "a.c: 2 -> 3",
+        "d: (absent) -> 0",
+    ]
