@@ -57,12 +57,90 @@ def _objective(metrics: list[dict[str, Any]], key: str, window: int = 5) -> floa
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def run(cfg: DictConfig) -> float:
-    """Train as ``cfg`` says, in its run directory, continuing it when asked; returns ``cfg.objective``."""
+def _open_run(cfg: DictConfig, run_dir: Path, device: str, info, started: float, resuming: bool) -> dict[str, Any]:
+    """Rank 0: start the ledger for this attempt; on a new run, write its config, overrides and manifest.
+
+    Returns the run's manifest (read back on a resumed run)."""
     import torch
 
-    from algos.ppo import METRICS, PPOTrainer, runner_config
+    gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+    ledger.open_ledger(run_dir, attempt=uuid.uuid4().hex[:8], launcher=cfg.launcher.name, host=os.uname().nodename,
+                       world_size=info.world_size, gpus_per_node=gpus, **ledger.placement())
+    ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
+    ledger.record("config_composed", resuming=resuming)
+    relaunch = os.environ.get(ledger.RELAUNCH_ENV)
+    if relaunch:
+        try:
+            ledger.record("relaunch", **json.loads(relaunch))
+        except (json.JSONDecodeError, TypeError):
+            ledger.record("relaunch", raw=relaunch)
+    # A stop request (a signal, a launcher's preemption notice) is written when it arrives, not when the
+    # iteration it interrupts has finished, so the ledger shows how long the stop took.
+    lifecycle.set_stop_hook(lambda reason: ledger.record("signal", reason=reason))
+    if resuming:
+        return json.loads((run_dir / MANIFEST).read_text())
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
+    manifest = build_manifest(seed=int(cfg.seed), device=device, launcher=cfg.launcher.name, overrides=_overrides())
+    manifest["world_size"] = info.world_size
+    manifest["wandb_run_id"] = uuid.uuid4().hex[:12]
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming: bool) -> int:
+    """Load the newest readable checkpoint into ``trainer``; return the iterations it had completed (0 if none)."""
     from core import checkpoint
+
+    loaded = checkpoint.load_latest(run_dir / CHECKPOINT_DIR, map_location=device)
+    if loaded is None:
+        if is_main and resuming:
+            ledger.record("resume", iteration=0, checkpoint=None)
+        return 0
+    state, path, warnings = loaded
+    for warning in warnings:
+        print(f"[rlforge] {warning}")
+        if is_main:
+            ledger.record("checkpoint_unreadable", message=warning)
+    trainer.restore(state)
+    print(f"[rlforge] resuming {run_dir} from {path.name} at iteration {trainer.iterations_done}")
+    if is_main:
+        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name)
+    return trainer.iterations_done
+
+
+def _finish(cfg: DictConfig, trainer, run_dir: Path, device: str) -> float:
+    """Rank 0: write the summary and the ledger's end, print the one-screen summary; return the objective."""
+    from algos.ppo import METRICS
+    from core import checkpoint
+
+    metrics_path = run_dir / METRICS
+    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.is_file() else []
+    objective = _objective(metrics, cfg.objective)
+    newest = checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)
+    summary = {
+        "run_dir": str(run_dir),
+        "iterations": trainer.iterations_done,
+        "checkpoint": str(newest[0][1]) if newest else None,
+        "tensorboard": str(run_dir),
+        "objective": {"key": cfg.objective, "value": objective},
+        "last": trainer.last_stats,
+        "device": device,
+    }
+    write_json_atomic(run_dir / SUMMARY, summary)
+    ledger.record("end", how="completed", iteration=trainer.iterations_done)
+    if cfg.summary:
+        print_summary(summary, metrics)
+    return objective
+
+
+def run(cfg: DictConfig) -> float:
+    """Train as ``cfg`` says, in its run directory, continuing it when asked; returns ``cfg.objective``.
+
+    Every rank of a distributed run calls this; rank 0 alone writes the run directory's files."""
+    import torch
+
+    from algos.ppo import PPOTrainer, runner_config
     from tasks import build_env
 
     global _runs_in_this_process
@@ -76,33 +154,8 @@ def run(cfg: DictConfig) -> float:
     seed = int(cfg.seed) + info.rank
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
-    attempt = uuid.uuid4().hex[:8]
     resuming = (run_dir / MANIFEST).is_file()
-    if info.is_main:
-        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
-        ledger.open_ledger(run_dir, attempt=attempt, launcher=cfg.launcher.name, host=os.uname().nodename,
-                           world_size=info.world_size, gpus_per_node=gpus, **ledger.placement())
-        ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
-        ledger.record("config_composed", resuming=resuming)
-        relaunch = os.environ.get(ledger.RELAUNCH_ENV)
-        if relaunch:
-            try:
-                ledger.record("relaunch", **json.loads(relaunch))
-            except (json.JSONDecodeError, TypeError):
-                ledger.record("relaunch", raw=relaunch)
-        # A stop request (a signal, a launcher's preemption notice) is written when it arrives, not when the
-        # iteration it interrupts has finished, so the ledger shows how long the stop took.
-        lifecycle.set_stop_hook(lambda reason: ledger.record("signal", reason=reason))
-        if not resuming:
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
-            manifest = build_manifest(seed=int(cfg.seed), device=device, launcher=cfg.launcher.name,
-                                      overrides=_overrides())
-            manifest["world_size"] = info.world_size
-            manifest["wandb_run_id"] = uuid.uuid4().hex[:12]
-            write_json_atomic(run_dir / MANIFEST, manifest)
-    manifest = json.loads((run_dir / MANIFEST).read_text()) if (run_dir / MANIFEST).is_file() else {}
+    manifest = _open_run(cfg, run_dir, device, info, started, resuming) if info.is_main else {}
 
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
@@ -111,13 +164,17 @@ def run(cfg: DictConfig) -> float:
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
-        algo = OmegaConf.to_container(cfg.algo, resolve=True)
-        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-        train_cfg = runner_config(algo, logger_cfg, seed=seed, device=device, run_dir=run_dir,
-                                  experiment=cfg.experiment, wandb_run_id=manifest.get("wandb_run_id", "none"))
+        train_cfg = runner_config(
+            OmegaConf.to_container(cfg.algo, resolve=True), OmegaConf.to_container(cfg.logger, resolve=True),
+            seed=seed, device=device, run_dir=run_dir, experiment=cfg.experiment,
+            wandb_run_id=manifest.get("wandb_run_id", "none"),
+        )
+        first_new_iteration = None
 
         def on_iteration(done: int, stats: dict[str, Any]) -> None:
-            if info.is_main and done == start_iteration + 1:
+            nonlocal first_new_iteration
+            if first_new_iteration is None:
+                first_new_iteration = done
                 ledger.record("first_iteration", iteration=done)
 
         def on_checkpoint(done: int, path: Path) -> None:
@@ -125,29 +182,14 @@ def run(cfg: DictConfig) -> float:
 
         trainer = PPOTrainer(
             handle.env, train_cfg, log_dir=str(run_dir) if info.is_main else None, device=device, dist=info,
-            checkpoint_dir=checkpoint_dir, keep_checkpoints=int(cfg.algo.keep_checkpoints),
-            on_iteration=on_iteration, on_checkpoint=on_checkpoint if info.is_main else None,
+            checkpoint_dir=run_dir / CHECKPOINT_DIR, keep_checkpoints=int(cfg.algo.keep_checkpoints),
+            on_iteration=on_iteration if info.is_main else None,
+            on_checkpoint=on_checkpoint if info.is_main else None,
         )
-        start_iteration = 0
-        loaded = checkpoint.load_latest(checkpoint_dir, map_location=device)
-        if loaded is not None:
-            state, path, warnings = loaded
-            for warning in warnings:
-                print(f"[rlforge] {warning}")
-                if info.is_main:
-                    ledger.record("checkpoint_unreadable", message=warning)
-            trainer.restore(state)
-            start_iteration = trainer.iterations_done
-            print(f"[rlforge] resuming {run_dir} from {path.name} at iteration {start_iteration}")
-            if info.is_main:
-                ledger.record("resume", iteration=start_iteration, checkpoint=path.name)
-        elif resuming and info.is_main:
-            ledger.record("resume", iteration=0, checkpoint=None)
-
-        target = int(cfg.algo.max_iterations)
+        start_iteration = _restore_latest(trainer, run_dir, device, info.is_main, resuming)
         try:
-            if start_iteration < target:
-                trainer.train(until=target)
+            if start_iteration < int(cfg.algo.max_iterations):
+                trainer.train(until=int(cfg.algo.max_iterations))
         except lifecycle.Interrupted as stop:
             if info.is_main:
                 ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
@@ -159,26 +201,7 @@ def run(cfg: DictConfig) -> float:
     finally:
         lifecycle.set_stop_hook(None)
         handle.close()
-
-    metrics = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()] \
-        if (run_dir / METRICS).is_file() else []
-    objective = _objective(metrics, cfg.objective)
-    if info.is_main:
-        newest = checkpoint.list_checkpoints(checkpoint_dir)
-        summary = {
-            "run_dir": str(run_dir),
-            "iterations": trainer.iterations_done,
-            "checkpoint": str(newest[0][1]) if newest else None,
-            "tensorboard": str(run_dir),
-            "objective": {"key": cfg.objective, "value": objective},
-            "last": trainer.last_stats,
-            "device": device,
-        }
-        write_json_atomic(run_dir / SUMMARY, summary)
-        ledger.record("end", how="completed", iteration=trainer.iterations_done)
-        if cfg.summary:
-            print_summary(summary, metrics)
-    return objective
+    return _finish(cfg, trainer, run_dir, device) if info.is_main else float("nan")
 
 
 def use_warp_cache(path: str) -> None:
