@@ -288,6 +288,33 @@ class SlurmCluster:
     def slurmd_process(self, node: str) -> subprocess.Popen:
         return next(p for p in reversed(self.processes) if p.name == f"slurmd-{node}")  # type: ignore[attr-defined]
 
+    def lose_node(self, node: str, job_id: str) -> None:
+        """Make `node` vanish as a crashed machine would: its slurmd and the job's processes there die at once."""
+        slurmd = self.slurmd_process(node)
+        slurmd.kill()
+        slurmd.wait(timeout=10)
+        self.processes.remove(slurmd)
+        table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+        children: dict[int, list[int]] = {}
+        stepds = []
+        for line in table.splitlines():
+            pid, ppid, args = line.split(None, 2) if len(line.split(None, 2)) == 3 else (*line.split(), "")
+            children.setdefault(int(ppid), []).append(int(pid))
+            if args.startswith(f"slurmstepd: [{job_id}."):
+                stepds.append(int(pid))
+        doomed, pending = [], list(stepds)
+        while pending:
+            pid = pending.pop()
+            doomed.append(pid)
+            pending.extend(children.get(pid, []))
+        for pid in reversed(doomed):
+            _kill_quietly(pid)
+
+    def restore_node(self, node: str) -> None:
+        """Start the node's slurmd again and wait until the controller has it back in service."""
+        self.start_slurmd(node)
+        self._wait_for(f"node {node} back in service", self._nodes_idle, timeout=90)
+
     def _nodes_idle(self) -> bool:
         result = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False)
         states = dict(line.split() for line in result.stdout.splitlines() if line.strip())

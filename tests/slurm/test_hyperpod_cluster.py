@@ -198,6 +198,30 @@ def test_killed_training_step_is_requeued_and_resumes_from_its_latest_checkpoint
     assert summary_iterations(run_dir) == 100
 
 
+def test_lost_node_requeues_the_job_which_resumes_on_another_node(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=150", "algo.save_interval=10")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    run_dir = run["run_dir"]
+    wait_for(lambda: checkpoint_iterations(run_dir), "a first checkpoint", interval=0.05)
+    node = slurm_cluster.run("squeue", "-h", "-j", run["job_id"], "-o", "%N").stdout.strip()
+    slurm_cluster.lose_node(node, run["job_id"])
+    on_disk_at_loss = checkpoint_iterations(run_dir)
+    try:
+        states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    finally:
+        slurm_cluster.restore_node(node)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+
+    history = slurm_cluster.run("sacct", "-n", "-X", "-D", "-P", "-j", run["job_id"], "-o", "State,NodeList").stdout
+    attempts = [line.split("|") for line in history.splitlines() if line.strip()]
+    assert [state.split()[0] for state, _ in attempts] == ["NODE_FAIL", "COMPLETED"], attempts
+    assert attempts[0][1] == node and attempts[1][1] != node
+    (resumed,) = [event for event in ledger(run_dir) if event["event"] == "resume"]
+    assert resumed["iteration"] in on_disk_at_loss + [on_disk_at_loss[-1] + 10]
+    assert summary_iterations(run_dir) == 150
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
