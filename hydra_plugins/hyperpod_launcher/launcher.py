@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
@@ -100,12 +99,6 @@ class HyperPodLauncher(SlurmLauncher):
         output_root = OmegaConf.select(config, "output_root", default=None) or self.params["output_root"]
         for warning in hyperpod.check_before_submit(self.params, Path(str(output_root)).resolve()):
             log.warning(warning)
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Resubmission after submitit's own timeout handling: the same call; the checkpoint on disk resumes it."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Check, submit one job (array) for all runs, report, and return at once unless `wait` is set."""
