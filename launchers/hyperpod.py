@@ -71,17 +71,20 @@ def srun_arguments(params: dict[str, Any], workdir: Path) -> list[str]:
 
 
 def requeue_on_killed_step(max_requeues: int) -> list[str]:
-    """Batch-script lines run after the training step: requeue when the step was killed by a signal.
+    """Batch-script lines run after the training step: requeue when a training process was killed from outside.
 
-    srun exits with 128 + the signal number when a task is killed (a lost node, the OOM killer, a killed
-    process); a Python error exits with 1 and is not retried, so a bug does not loop through the queue.
+    srun exits with 128 + the signal number of a killed task. SIGKILL (the OOM killer, a lost process, a
+    failing node's cleanup) and SIGBUS (a memory hardware error) are retried; a Python error (exit 1) or a
+    crash of the code itself (SIGSEGV, SIGABRT) is not, so a bug does not loop through the queue.
     """
     return [
         "step_status=$?",
-        f'if [ "$step_status" -ge 128 ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
-        '  echo "training step ended by signal $((step_status - 128)); requeueing job $SLURM_JOB_ID" >&2',
-        '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
-        "fi",
+        'case "$step_status" in',
+        f'  {128 + 9}|{128 + 7}) if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
+        '    echo "training step killed by signal $((step_status - 128)); requeueing job $SLURM_JOB_ID" >&2',
+        '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        "  fi ;;",
+        "esac",
         'exit "$step_status"',
     ]
 

@@ -115,3 +115,16 @@ def requeue_this_job(max_requeues: int) -> str:
         )
     subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True, timeout=60)
     return f"requeued Slurm job {job_id} (requeue {done + 1} of at most {max_requeues})"
+
+
+def close_process_group() -> None:
+    """End the torch.distributed group the run joined, if any, before the process exits.
+
+    Left to interpreter exit, gloo's threads can abort the process (SIGABRT) after a successful run,
+    which would make Slurm see a crashed step.
+    """
+    import sys
+
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()

@@ -63,6 +63,7 @@ class HyperPodLauncher(SlurmLauncher):
                 job_dir_key=job_dir_key,
                 job_subdir_key="hydra.sweep.subdir",
             )
+        slurm_job.close_process_group()
         interrupted = result.status == JobStatus.FAILED and isinstance(result._return_value, Interrupted)
         if interrupted and signals.requeue_requested:
             if slurm_job.global_rank() == 0:

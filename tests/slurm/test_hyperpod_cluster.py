@@ -127,6 +127,7 @@ def test_two_node_run_trains_with_two_ranks_and_rank_zero_alone_writes(slurm_clu
     states = slurm_cluster.wait_until_done(run["job_id"])
     assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
 
+    assert slurm_cluster.job_history(run["job_id"]) == ["COMPLETED"], "the job ran more than once"
     nodes = slurm_cluster.run("sacct", "-n", "-X", "-P", "-j", run["job_id"], "-o", "NodeList").stdout.strip()
     assert nodes == "127.0.0.[1-2]"
     rank_logs = {rank: Path(run["log"].replace("_0_log.out", f"_{rank}_log.out")).read_text() for rank in (0, 1)}
@@ -174,6 +175,29 @@ def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_c
     # The requeued job ran the same run directory with an explicit resume of it.
     overrides = (Path(run["run_dir"]) / ".hydra" / "overrides.yaml").read_text()
     assert f"resume={run['run_dir']}" in overrides
+
+
+def test_preempted_two_node_run_stops_both_ranks_at_one_iteration_and_resumes_with_two(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=60", "algo.save_interval=1000")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    metrics = Path(run["run_dir"]) / "metrics.jsonl"
+    wait_for(
+        lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training to start", interval=0.05
+    )
+    slurm_cluster.run("scancel", "--signal=USR2", run["job_id"])
+
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    events = ledger(run["run_dir"])
+    (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
+    (resumed,) = [event for event in events if event["event"] == "resume"]
+    assert resumed["iteration"] == stopped["iteration"] and resumed["world_size"] == 2
+    assert summary_iterations(run["run_dir"]) == 60
+    # Every iteration is logged once: the ranks stopped together and nothing was trained twice.
+    iterations = [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()]
+    assert sorted(iterations) == sorted(set(iterations)) and len(iterations) == 60
 
 
 def test_killed_training_step_is_requeued_and_resumes_from_its_latest_checkpoint(slurm_cluster, tmp_path):

@@ -77,6 +77,29 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
     assert '"${SLURM_RESTART_COUNT:-0}" -lt 3' in teardown and 'scontrol requeue "$SLURM_JOB_ID"' in teardown
 
 
+@pytest.mark.parametrize(("step_status", "requeued"), [(0, False), (1, False), (134, False), (137, True), (135, True)])
+def test_only_a_step_killed_from_outside_is_requeued(tmp_path, step_status, requeued):
+    """Run the batch-script teardown in bash with a fake `scontrol` that records its arguments."""
+    import subprocess
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "called"}\n')
+    (fake_bin / "scontrol").chmod(0o755)
+    script = "\n".join([f"(exit {step_status})", *hyperpod.requeue_on_killed_step(max_requeues=2)])
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert (tmp_path / "called").exists() == requeued
+    if requeued:
+        assert (tmp_path / "called").read_text().split() == ["requeue", "42"] and result.returncode == 0
+    else:
+        assert result.returncode == step_status
+    env["SLURM_RESTART_COUNT"] = "2"  # The limit is reached: no more requeues.
+    (tmp_path / "called").unlink(missing_ok=True)
+    subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert not (tmp_path / "called").exists()
+
+
 def test_cpu_nodes_run_the_asked_number_of_tasks_without_gpu_flags(compose_cfg):
     params = plugin_params(compose_cfg, "launcher.gpus_per_node=0", "launcher.tasks_per_node=2")
     parameters = hyperpod.executor_parameters(params, code_dir=Path("/code"), workdir=Path("/work"))
