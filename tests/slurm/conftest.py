@@ -24,6 +24,7 @@ CLUSTER_NAME = "testcluster"
 PARTITION = "debug"
 NODE_NAMES = ("127.0.0.1", "127.0.0.2")
 MUNGE_KEY = Path("/etc/munge/munge.key")
+DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _free_port() -> int:
@@ -97,8 +98,12 @@ class SlurmCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        """Environment for Slurm client commands (and, through sbatch, for the jobs)."""
-        return dict(os.environ, SLURM_CONF=str(self.conf))
+        """Environment for Slurm client commands (and, through sbatch, for the jobs).
+
+        torch.distributed variables left by other tests are dropped: sbatch would pass them into the jobs.
+        """
+        inherited = {key: value for key, value in os.environ.items() if key not in DISTRIBUTED_VARIABLES}
+        return dict(inherited, SLURM_CONF=str(self.conf))
 
     def run(self, *command: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
