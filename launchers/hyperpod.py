@@ -268,8 +268,8 @@ def wait_for(jobs: Sequence[Any], poll_interval_s: float, out: Callable[[str], N
         time.sleep(poll_interval_s)
 
 
-def python_command(params: dict[str, Any]) -> str | None:
-    """Interpreter of the compute nodes: the launcher's setting, or this one (None lets submitit decide)."""
+def python_command(params: dict[str, Any]) -> str:
+    """Interpreter of the compute nodes: the launcher's setting, or the one running this submission."""
     return params.get("python") or shlex.quote(sys.executable)
 
 
