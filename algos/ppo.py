@@ -20,8 +20,16 @@ from core.distributed import DistInfo, any_rank, init_process_group
 METRICS = "metrics.jsonl"
 
 
-def runner_config(algo: dict[str, Any], logger: dict[str, Any], *, seed: int, device: str,
-                  run_dir: Path, experiment: str, wandb_run_id: str) -> dict[str, Any]:
+def runner_config(
+    algo: dict[str, Any],
+    logger: dict[str, Any],
+    *,
+    seed: int,
+    device: str,
+    run_dir: Path,
+    experiment: str,
+    wandb_run_id: str,
+) -> dict[str, Any]:
     """rsl-rl's runner dict from the ``algo`` and ``logger`` config groups (a fresh copy: rsl-rl pops keys)."""
     cfg = json.loads(json.dumps(algo))  # deep copy of plain data
     cfg.pop("keep_checkpoints", None)
@@ -60,8 +68,10 @@ def raise_on_nan(flags: torch.Tensor, obs, iteration: int) -> None:
     if not any(seen):
         return
     names = [f"observation group '{key}'" for key in obs.keys()] + ["rewards", "dones"]
-    raise ValueError(f"the {names[seen.index(True)]} returned by the environment contained NaN values during the "
-                     f"collection of iteration {iteration}; this usually indicates a bug in the environment")
+    raise ValueError(
+        f"the {names[seen.index(True)]} returned by the environment contained NaN values during the "
+        f"collection of iteration {iteration}; this usually indicates a bug in the environment"
+    )
 
 
 class EpisodeTally:
@@ -115,10 +125,19 @@ class PPOTrainer(OnPolicyRunner):
     and logger state, and ``iterations_done`` is the number of completed iterations (what checkpoints are named by).
     """
 
-    def __init__(self, env, train_cfg: dict, *, log_dir: str | None, device: str, dist: DistInfo,
-                 checkpoint_dir: Path, keep_checkpoints: int,
-                 on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
-                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+    def __init__(
+        self,
+        env,
+        train_cfg: dict,
+        *,
+        log_dir: str | None,
+        device: str,
+        dist: DistInfo,
+        checkpoint_dir: Path,
+        keep_checkpoints: int,
+        on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+    ) -> None:
         self._dist = dist
         if str(device).startswith("cuda"):
             # TF32 matrix products, as Isaac Lab's own trainer runs rsl-rl: the policy and value MLPs and their
@@ -203,8 +222,10 @@ class PPOTrainer(OnPolicyRunner):
         """Means of this iteration's finished-episode figures (read before the logger clears them)."""
         stats: dict[str, float] = {}
         keys = list(dict.fromkeys(k for info in self.logger.ep_extras for k in info))
-        per_key = [[torch.as_tensor(info[key], dtype=torch.float).reshape(-1) for info in self.logger.ep_extras
-                    if key in info] for key in keys]
+        per_key = [
+            [torch.as_tensor(info[key], dtype=torch.float).reshape(-1) for info in self.logger.ep_extras if key in info]
+            for key in keys
+        ]
         flat = [value for values in per_key for value in values]
         if flat:
             # One copy to the host for every key and step together, instead of one per key and step.
@@ -259,14 +280,25 @@ class PPOTrainer(OnPolicyRunner):
                 self.current_learning_iteration = it
                 stats = self._episode_stats()
                 self.logger.log(
-                    it=it, start_it=start_it, total_it=until, collect_time=collect_time, learn_time=learn_time,
-                    loss_dict=loss_dict, learning_rate=self.alg.learning_rate,
-                    action_std=self.alg.get_policy().output_std, rnd_weight=None,
+                    it=it,
+                    start_it=start_it,
+                    total_it=until,
+                    collect_time=collect_time,
+                    learn_time=learn_time,
+                    loss_dict=loss_dict,
+                    learning_rate=self.alg.learning_rate,
+                    action_std=self.alg.get_policy().output_std,
+                    rnd_weight=None,
                 )
                 self.last_stats = {
-                    "iteration": self.iterations_done, "time": time.time(), "collect_s": collect_time,
-                    "learn_s": learn_time, "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
-                    "learning_rate": self.alg.learning_rate, **{f"Loss/{k}": v for k, v in loss_dict.items()}, **stats,
+                    "iteration": self.iterations_done,
+                    "time": time.time(),
+                    "collect_s": collect_time,
+                    "learn_s": learn_time,
+                    "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
+                    "learning_rate": self.alg.learning_rate,
+                    **{f"Loss/{k}": v for k, v in loss_dict.items()},
+                    **stats,
                 }
                 if metrics_path is not None:
                     with open(metrics_path, "a") as handle:
@@ -277,8 +309,9 @@ class PPOTrainer(OnPolicyRunner):
                 if self.iterations_done % self.cfg["save_interval"] == 0 or self.iterations_done == until or stop:
                     self.save_checkpoint()
                 if stop:
-                    raise lifecycle.Interrupted(lifecycle.stop_requested() or "stop requested on another rank",
-                                                self.iterations_done)
+                    raise lifecycle.Interrupted(
+                        lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done
+                    )
         finally:
             self.logger.stop_logging_writer()
             if self.logger.writer is not None and hasattr(self.logger.writer, "flush"):

@@ -24,15 +24,31 @@ def wandb_mode(requested: str) -> str:
 class WandbWriter(SummaryWriter, LogWriter):
     """TensorBoard files plus a wandb run; the run id lives in the run directory, so a resume continues it."""
 
-    def __init__(self, log_dir: str, run_id: str, project: str, entity: str | None, group: str | None,
-                 tags: list[str], mode: str, name: str) -> None:
+    def __init__(
+        self,
+        log_dir: str,
+        run_id: str,
+        project: str,
+        entity: str | None,
+        group: str | None,
+        tags: list[str],
+        mode: str,
+        name: str,
+    ) -> None:
         import wandb
 
         super().__init__(log_dir, flush_secs=10)
         self._wandb = wandb
         self.run = wandb.init(
-            id=run_id, resume="allow", project=project, entity=entity, group=group, tags=tags or None,
-            mode=wandb_mode(mode), name=name, dir=log_dir,
+            id=run_id,
+            resume="allow",
+            project=project,
+            entity=entity,
+            group=group,
+            tags=tags or None,
+            mode=wandb_mode(mode),
+            name=name,
+            dir=log_dir,
         )
 
     def add_scalar(self, tag, scalar_value, global_step=None, walltime=None, new_style=False):
@@ -42,7 +58,10 @@ class WandbWriter(SummaryWriter, LogWriter):
     def store_config(self, env_cfg, train_cfg: dict) -> None:
         self._wandb.config.update({"train_cfg": train_cfg}, allow_val_change=True)
         try:
-            self._wandb.config.update({"env_cfg": env_cfg.to_dict() if hasattr(env_cfg, "to_dict") else asdict(env_cfg)}, allow_val_change=True)
+            self._wandb.config.update(
+                {"env_cfg": env_cfg.to_dict() if hasattr(env_cfg, "to_dict") else asdict(env_cfg)},
+                allow_val_change=True,
+            )
         except TypeError:
             self._wandb.config.update({"env_cfg": dict(env_cfg)}, allow_val_change=True)
 

@@ -48,7 +48,9 @@ def load_latest(checkpoint_dir: Path, map_location: str = "cpu") -> tuple[dict[s
                 raise ValueError("not a training checkpoint")
             return state, path, warnings
         except Exception as error:  # a torn or corrupt file: fall back to the previous one
-            warnings.append(f"checkpoint {path.name} (iteration {iteration}) is unreadable ({error}); using an older one")
+            warnings.append(
+                f"checkpoint {path.name} (iteration {iteration}) is unreadable ({error}); using an older one"
+            )
     return None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -56,7 +56,7 @@ class RewardTermConfig:
 
     weight: float = MISSING
     """Multiplier of the term's value in the summed reward (dimensionless; the reward is per second of sim time)."""
-    func: Optional[str] = None
+    func: str | None = None
     """``module:function`` of a new term's function; leave null to keep the task's own function for this term."""
     params: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the term's function, merged over the task's own (e.g. ``std``, ``threshold``)."""
@@ -123,7 +123,7 @@ class RobotConfig:
     source: RobotSource = RobotSource.project
     """``project``: the H1 model this project carries (offline); ``isaaclab``: Isaac Lab's official H1 USD from its
     asset server (needs network, or ``ISAACSIM_ASSET_ROOT`` pointing at a local mirror); ``file``: ``file`` below."""
-    file: Optional[str] = None
+    file: str | None = None
     """An MJCF (.xml) or URDF (.urdf) file, converted to USD once and cached; used when ``source`` is ``file``."""
 
 
@@ -135,7 +135,7 @@ class TaskConfig:
     """Short task name, used for the run directory (``outputs/<name>/...``)."""
     kind: str = "isaaclab"
     """``isaaclab``: an Isaac Lab manager-based environment; ``toy``: a small pure-torch environment for quick checks."""
-    isaaclab_id: Optional[str] = None
+    isaaclab_id: str | None = None
     """Isaac Lab's registered environment id that this task starts from."""
     num_envs: int = 4096
     """Environments simulated in parallel (per process)."""
@@ -191,7 +191,7 @@ class ModelConfig:
     """Activation function name."""
     obs_normalization: bool = False
     """Normalize observations with running statistics."""
-    distribution_cfg: Optional[DistributionConfig] = None
+    distribution_cfg: DistributionConfig | None = None
     """Action distribution; the actor needs one, the critic none."""
 
 
@@ -245,9 +245,7 @@ class AlgoConfig:
     """Iterations between checkpoints (a checkpoint is also written at the end)."""
     keep_checkpoints: int = 5
     """Newest checkpoints kept in the run directory; older ones are deleted (0 keeps all)."""
-    obs_groups: dict[str, list[str]] = field(
-        default_factory=lambda: {"actor": ["policy"], "critic": ["policy"]}
-    )
+    obs_groups: dict[str, list[str]] = field(default_factory=lambda: {"actor": ["policy"], "critic": ["policy"]})
     """Which observation groups feed the actor and the critic."""
     actor: ModelConfig = field(default_factory=lambda: ModelConfig(distribution_cfg=DistributionConfig()))
     """Policy network."""
@@ -255,7 +253,7 @@ class AlgoConfig:
     """Value network."""
     algorithm: PPOAlgorithmConfig = field(default_factory=PPOAlgorithmConfig)
     """PPO settings."""
-    clip_actions: Optional[float] = None
+    clip_actions: float | None = None
     """Clip actions to [-clip, clip] before the environment sees them; null leaves them as they are."""
     init_at_random_ep_len: bool = True
     """Start episodes at random lengths so resets spread over time."""
@@ -272,9 +270,9 @@ class LoggerConfig:
     """``tensorboard`` or ``wandb``."""
     project: str = "h1rl"
     """wandb project."""
-    entity: Optional[str] = None
+    entity: str | None = None
     """wandb entity (team or user); null uses the account's default."""
-    group: Optional[str] = None
+    group: str | None = None
     """wandb group, e.g. a sweep's name."""
     tags: list[str] = field(default_factory=list)
     """wandb tags."""
@@ -318,7 +316,7 @@ class TrainConfig:
     """Metric that ``run`` returns for sweepers: a logged key, averaged over the last 5 iterations."""
     summary: bool = True
     """Print the one-screen summary at the end of the run."""
-    warp_cache_dir: Optional[str] = None
+    warp_cache_dir: str | None = None
     """Folder of Warp's compiled-kernel cache, exported as ``WARP_CACHE_PATH`` before the environment is built;
     null keeps Warp's default (``~/.cache/warp``). Point it at storage the next run sees (a shared file system, a
     synced checkpoint folder) so that run skips kernel compilation; see docs/accounting.md."""

@@ -17,8 +17,20 @@ CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
 # Packages whose versions decide what a run computes; recorded in every manifest.
 TRACKED_PACKAGES = (
-    "torch", "isaaclab", "rsl-rl-lib", "newton", "warp-lang", "mujoco", "mujoco-warp",
-    "hydra-core", "omegaconf", "numpy", "submitit", "sagemaker-train", "wandb", "tensorboard",
+    "torch",
+    "isaaclab",
+    "rsl-rl-lib",
+    "newton",
+    "warp-lang",
+    "mujoco",
+    "mujoco-warp",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "submitit",
+    "sagemaker-train",
+    "wandb",
+    "tensorboard",
 )
 
 

@@ -23,8 +23,9 @@ def _process_started() -> float:
     and imports count; otherwise when this module was imported."""
     try:
         now = time.time()
-        started_after_boot = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) \
-            / os.sysconf("SC_CLK_TCK")
+        started_after_boot = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf(
+            "SC_CLK_TCK"
+        )
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         return now - (uptime - started_after_boot)
     except (OSError, ValueError, IndexError):
@@ -64,8 +65,15 @@ def _open_run(cfg: DictConfig, run_dir: Path, device: str, info, started: float,
     import torch
 
     gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
-    ledger.open_ledger(run_dir, attempt=uuid.uuid4().hex[:8], launcher=cfg.launcher.name, host=os.uname().nodename,
-                       world_size=info.world_size, gpus_per_node=gpus, **ledger.placement())
+    ledger.open_ledger(
+        run_dir,
+        attempt=uuid.uuid4().hex[:8],
+        launcher=cfg.launcher.name,
+        host=os.uname().nodename,
+        world_size=info.world_size,
+        gpus_per_node=gpus,
+        **ledger.placement(),
+    )
     ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
     ledger.record("config_composed", resuming=resuming)
     relaunch = os.environ.get(ledger.RELAUNCH_ENV)
@@ -165,8 +173,12 @@ def run(cfg: DictConfig) -> float:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
         train_cfg = runner_config(
-            OmegaConf.to_container(cfg.algo, resolve=True), OmegaConf.to_container(cfg.logger, resolve=True),
-            seed=seed, device=device, run_dir=run_dir, experiment=cfg.experiment,
+            OmegaConf.to_container(cfg.algo, resolve=True),
+            OmegaConf.to_container(cfg.logger, resolve=True),
+            seed=seed,
+            device=device,
+            run_dir=run_dir,
+            experiment=cfg.experiment,
             wandb_run_id=manifest.get("wandb_run_id", "none"),
         )
         first_new_iteration = None
@@ -181,8 +193,13 @@ def run(cfg: DictConfig) -> float:
             ledger.record("checkpoint", iteration=done, path=str(path.relative_to(run_dir)))
 
         trainer = PPOTrainer(
-            handle.env, train_cfg, log_dir=str(run_dir) if info.is_main else None, device=device, dist=info,
-            checkpoint_dir=run_dir / CHECKPOINT_DIR, keep_checkpoints=int(cfg.algo.keep_checkpoints),
+            handle.env,
+            train_cfg,
+            log_dir=str(run_dir) if info.is_main else None,
+            device=device,
+            dist=info,
+            checkpoint_dir=run_dir / CHECKPOINT_DIR,
+            keep_checkpoints=int(cfg.algo.keep_checkpoints),
             on_iteration=on_iteration if info.is_main else None,
             on_checkpoint=on_checkpoint if info.is_main else None,
         )
@@ -201,6 +218,9 @@ def run(cfg: DictConfig) -> float:
     finally:
         lifecycle.set_stop_hook(None)
         handle.close()
+        # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out.
+        if info.is_distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return _finish(cfg, trainer, run_dir, device) if info.is_main else float("nan")
 
 

@@ -1,7 +1,7 @@
 """Export a checkpoint's policy as ONNX and TorchScript, and prove both give the torch policy's actions.
 
-    python scripts/export.py outputs/h1_rough/<run>            # newest checkpoint of a run
-    python scripts/export.py path/to/model_40.pt --out exported/
+python scripts/export.py outputs/h1_rough/<run>            # newest checkpoint of a run
+python scripts/export.py path/to/model_40.pt --out exported/
 """
 
 from __future__ import annotations
@@ -41,9 +41,15 @@ def export(checkpoint: Path, out_dir: Path, samples: int = 256, atol: float = 1e
     torch.jit.script(actor.as_jit().to("cpu")).save(str(jit_path))
     onnx_model = actor.as_onnx(verbose=False).to("cpu").eval()
     torch.onnx.export(
-        onnx_model, onnx_model.get_dummy_inputs(), str(onnx_path), export_params=True, opset_version=18,
-        input_names=onnx_model.input_names, output_names=onnx_model.output_names,
-        dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, dynamo=False,
+        onnx_model,
+        onnx_model.get_dummy_inputs(),
+        str(onnx_path),
+        export_params=True,
+        opset_version=18,
+        input_names=onnx_model.input_names,
+        output_names=onnx_model.output_names,
+        dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}},
+        dynamo=False,
     )
 
     # The same observations through all three: the torch actor (deterministic), TorchScript and ONNX Runtime.
@@ -56,7 +62,10 @@ def export(checkpoint: Path, out_dir: Path, samples: int = 256, atol: float = 1e
         scripted = torch.jit.load(str(jit_path))(flat).numpy()
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_actions = session.run(None, {"obs": flat.numpy()})[0]
-    errors = {"torchscript": float(np.abs(scripted - reference).max()), "onnx": float(np.abs(onnx_actions - reference).max())}
+    errors = {
+        "torchscript": float(np.abs(scripted - reference).max()),
+        "onnx": float(np.abs(onnx_actions - reference).max()),
+    }
     for name, error in errors.items():
         if error > atol:
             raise SystemExit(f"error: the {name} export differs from the torch policy by {error:.2e} (> {atol})")
@@ -72,8 +81,10 @@ def main() -> None:
     out_dir = args.out or checkpoint.parent.parent / "exported"
     errors = export(checkpoint, out_dir)
     print(f"exported {checkpoint.name} to {out_dir}/policy.onnx and {out_dir}/policy.pt")
-    print(f"max |action difference| vs torch over 256 observations: "
-          f"TorchScript {errors['torchscript']:.2e}, ONNX {errors['onnx']:.2e}")
+    print(
+        f"max |action difference| vs torch over 256 observations: "
+        f"TorchScript {errors['torchscript']:.2e}, ONNX {errors['onnx']:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Evaluate a checkpoint headless: mean return, episode length and velocity-tracking errors over N episodes.
 
-    python scripts/play.py outputs/h1_rough/<run> --episodes 20
-    python scripts/play.py outputs/h1_rough/<run>/checkpoints/model_40.pt --num-envs 8 --device cpu
+python scripts/play.py outputs/h1_rough/<run> --episodes 20
+python scripts/play.py outputs/h1_rough/<run>/checkpoints/model_40.pt --num-envs 8 --device cpu
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def main() -> None:
     run_dir = checkpoint.parent.parent
     if not (run_dir / "config.yaml").is_file():
         raise SystemExit(f"error: {run_dir} has no config.yaml; give a run directory made by train.py")
-    result = evaluate(run_dir, checkpoint, episodes=args.episodes, num_envs=args.num_envs, device=args.device,
-                      seed=args.seed)
+    result = evaluate(
+        run_dir, checkpoint, episodes=args.episodes, num_envs=args.num_envs, device=args.device, seed=args.seed
+    )
     print(f"checkpoint            {result['checkpoint']}")
     print(f"episodes              {result['episodes']}")
     print(f"mean return           {result['mean_return']:.3f}")

@@ -72,7 +72,11 @@ def apply_rewards(env_cfg: Any, rewards: dict[str, Any]) -> None:
         params = _to_isaac_value(dict(term.get("params") or {}))
         if term.get("func"):
             merged = {**(existing[name].params if name in existing else {}), **params}
-            setattr(env_cfg.rewards, name, RewardTermCfg(func=_resolve_callable(term["func"]), weight=float(term["weight"]), params=merged))
+            setattr(
+                env_cfg.rewards,
+                name,
+                RewardTermCfg(func=_resolve_callable(term["func"]), weight=float(term["weight"]), params=merged),
+            )
         elif name in existing:
             existing[name].weight = float(term["weight"])
             existing[name].params.update(params)
@@ -129,8 +133,10 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     from isaaclab_tasks.utils import resolve_task_config
 
     if task.physics == "physx" and importlib.util.find_spec("isaacsim") is None:
-        raise ValueError("task.physics=physx needs Isaac Sim installed (the isaacsim packages); "
-                         "without it use task.physics=newton_mjwarp")
+        raise ValueError(
+            "task.physics=physx needs Isaac Sim installed (the isaacsim packages); "
+            "without it use task.physics=newton_mjwarp"
+        )
     overrides = [] if task.physics == "newton_mjwarp" else [f"physics={task.physics}"]
     env_cfg, _ = resolve_task_config(task.isaaclab_id, None, overrides=overrides)
     container = OmegaConf.to_container(task, resolve=True)
@@ -163,7 +169,9 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
         env_cfg.curriculum.terrain_levels = None
     elif task.terrain.type == "generator":
         if terrain.terrain_generator is None:
-            raise ValueError(f"task {task.name}: this environment has no terrain generator; use task.terrain.type=plane")
+            raise ValueError(
+                f"task {task.name}: this environment has no terrain generator; use task.terrain.type=plane"
+            )
         terrain.terrain_generator.num_rows = task.terrain.num_rows
         terrain.terrain_generator.num_cols = task.terrain.num_cols
         terrain.terrain_generator.curriculum = task.terrain.curriculum

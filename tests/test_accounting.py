@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from rlforge_testing import ROOT, run_train
 
 from core import accounting
+from rlforge_testing import ROOT, run_train
 
 
 def only_run(root: Path) -> Path:

@@ -18,8 +18,16 @@ from scripts import benchmark
 def rsl_rl_logger(tmp_path, num_envs: int) -> Logger:
     """rsl-rl's real logger writing TensorBoard files under ``tmp_path``."""
     cfg = {"num_steps_per_env": 24, "logger": "tensorboard", "algorithm": {}, "run_name": ""}
-    logger = Logger(log_dir=str(tmp_path), cfg=cfg, env_cfg={}, num_envs=num_envs, is_distributed=False,
-                    gpu_world_size=1, gpu_global_rank=0, device="cpu")
+    logger = Logger(
+        log_dir=str(tmp_path),
+        cfg=cfg,
+        env_cfg={},
+        num_envs=num_envs,
+        is_distributed=False,
+        gpu_world_size=1,
+        gpu_global_rank=0,
+        device="cpu",
+    )
     logger.git_status_repos = []
     logger.init_logging_writer()
     return logger
@@ -33,8 +41,17 @@ def printed_blocks(tmp_path, capsys, iterations: int) -> list[str]:
     texts = []
     for it in range(iterations):
         logger.ep_extras.append({"Episode_Reward/track": torch.tensor(0.25)})
-        logger.log(it=it, start_it=0, total_it=iterations, collect_time=0.5 + it, learn_time=0.125,
-                   loss_dict={"value": 0.1}, learning_rate=1e-3, action_std=torch.ones(3), rnd_weight=None)
+        logger.log(
+            it=it,
+            start_it=0,
+            total_it=iterations,
+            collect_time=0.5 + it,
+            learn_time=0.125,
+            loss_dict={"value": 0.1},
+            learning_rate=1e-3,
+            action_std=torch.ones(3),
+            rnd_weight=None,
+        )
         texts.append(capsys.readouterr().out)
     logger.stop_logging_writer()
     return texts
@@ -55,8 +72,13 @@ def test_parser_reads_rsl_rl_console_blocks(tmp_path, capsys):
 
 
 def test_parser_keeps_the_first_value_of_a_field_in_a_block():
-    lines = [(1.0, "\x1b[1m Learning iteration 0/2 \x1b[0m"), (1.0, "Steps per second: 100"),
-             (1.0, "Steps per second: 5"), (2.0, "Learning iteration 1/2"), (2.0, "Mean reward: -3.5e-01")]
+    lines = [
+        (1.0, "\x1b[1m Learning iteration 0/2 \x1b[0m"),
+        (1.0, "Steps per second: 100"),
+        (1.0, "Steps per second: 5"),
+        (2.0, "Learning iteration 1/2"),
+        (2.0, "Mean reward: -3.5e-01"),
+    ]
     blocks = benchmark.parse_iterations(lines)
     assert blocks[0]["steps_per_s"] == 100 and blocks[1]["mean_reward"] == -0.35
 
@@ -78,18 +100,33 @@ def test_summary_uses_iterations_after_the_first():
 
 
 def phase(start: float, steps: float, host: float, gpu: float | None) -> dict:
-    return {"iterations": 3, "start_to_first_iteration_s": start, "first_iteration_s": start / 10,
-            "steady_env_steps_per_s": steps, "steady_wall_env_steps_per_s": steps * 0.9, "collect_s": 1.0,
-            "learn_s": 0.25, "mean_reward": [None, 1.0, 2.0], "returncode": 0, "wall_s": 99.0,
-            "peak_host_mib": host, "peak_gpu_mib": gpu, "log": "x.log"}
+    return {
+        "iterations": 3,
+        "start_to_first_iteration_s": start,
+        "first_iteration_s": start / 10,
+        "steady_env_steps_per_s": steps,
+        "steady_wall_env_steps_per_s": steps * 0.9,
+        "collect_s": 1.0,
+        "learn_s": 0.25,
+        "mean_reward": [None, 1.0, 2.0],
+        "returncode": 0,
+        "wall_s": 99.0,
+        "peak_host_mib": host,
+        "peak_gpu_mib": gpu,
+        "log": "x.log",
+    }
 
 
 def test_report_schema_ratios_table_and_merge(tmp_path):
     settings = {"device": "cuda", "num_envs": 4096, "iterations": 3, "seed": 42}
-    ours = {"command": ["train.py"], "phases": {"cold": phase(200.0, 90.0, 3000.0, 9000.0),
-                                                  "warm": phase(40.0, 100.0, 2900.0, 8000.0)}}
-    theirs = {"command": ["isaaclab"], "phases": {"cold": phase(250.0, 70.0, 4000.0, 10000.0),
-                                                    "warm": phase(50.0, 80.0, 3900.0, 10000.0)}}
+    ours = {
+        "command": ["train.py"],
+        "phases": {"cold": phase(200.0, 90.0, 3000.0, 9000.0), "warm": phase(40.0, 100.0, 2900.0, 8000.0)},
+    }
+    theirs = {
+        "command": ["isaaclab"],
+        "phases": {"cold": phase(250.0, 70.0, 4000.0, 10000.0), "warm": phase(50.0, 80.0, 3900.0, 10000.0)},
+    }
     report = benchmark.build_report({"ours": ours, "isaaclab": theirs}, settings, {"host": "h"})
     report = json.loads(json.dumps(report))  # what --out writes must survive JSON
     benchmark.validate_report(report)
@@ -102,8 +139,10 @@ def test_report_schema_ratios_table_and_merge(tmp_path):
     table = benchmark.format_table(report)
     assert "ours/isaaclab" in table and "1.250" in table
 
-    halves = [benchmark.build_report({"ours": ours}, settings, {"host": "h"}),
-              benchmark.build_report({"isaaclab": theirs}, settings, {"host": "h"})]
+    halves = [
+        benchmark.build_report({"ours": ours}, settings, {"host": "h"}),
+        benchmark.build_report({"isaaclab": theirs}, settings, {"host": "h"}),
+    ]
     assert halves[0]["ratios"] is None
     merged = benchmark.merge_reports(json.loads(json.dumps(halves)))
     assert merged["ratios"] == report["ratios"]
@@ -116,18 +155,29 @@ def test_report_schema_ratios_table_and_merge(tmp_path):
 
 
 def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path):
-    settings = benchmark.Settings(device="cuda", num_envs=4096, iterations=20, seed=7, usd_path="/r/h1.usda",
-                                  terrain_rows=4, terrain_cols=5)
+    settings = benchmark.Settings(
+        device="cuda", num_envs=4096, iterations=20, seed=7, usd_path="/r/h1.usda", terrain_rows=4, terrain_cols=5
+    )
     ours = benchmark.command_for("ours", settings, tmp_path)
     theirs = benchmark.command_for("isaaclab", settings, tmp_path)
-    assert {"task=h1_rough", "task.num_envs=4096", "seed=7", "algo.max_iterations=20", "device=cuda",
-            "task.terrain.num_rows=4", "task.terrain.num_cols=5"} <= set(ours)
+    assert {
+        "task=h1_rough",
+        "task.num_envs=4096",
+        "seed=7",
+        "algo.max_iterations=20",
+        "device=cuda",
+        "task.terrain.num_rows=4",
+        "task.terrain.num_cols=5",
+    } <= set(ours)
     assert theirs[theirs.index("--task") + 1] == benchmark.ISAACLAB_TASK
     assert theirs[theirs.index("--num_envs") + 1] == "4096" and theirs[theirs.index("--seed") + 1] == "7"
     assert theirs[theirs.index("--max_iterations") + 1] == "20"
-    assert {"env.scene.robot.spawn.usd_path=/r/h1.usda", "agent.device=cuda:0",
-            "env.scene.terrain.terrain_generator.num_rows=4", "env.scene.terrain.terrain_generator.num_cols=5"} \
-        <= set(theirs)
+    assert {
+        "env.scene.robot.spawn.usd_path=/r/h1.usda",
+        "agent.device=cuda:0",
+        "env.scene.terrain.terrain_generator.num_rows=4",
+        "env.scene.terrain.terrain_generator.num_cols=5",
+    } <= set(theirs)
 
 
 def test_quick_and_learning_defaults_are_cpu_sized():
@@ -138,8 +188,10 @@ def test_quick_and_learning_defaults_are_cpu_sized():
 
 
 def test_learning_comparison_against_the_spread_of_seeds():
-    curves = {"ours": {0: [None, 1.0, 2.0, 9.0], 1: [None, 3.0, 2.0, 9.0]},
-              "isaaclab": {0: [None, 1.0, 1.0, 1.0], 1: [0.5, 3.0, 2.5, 2.0], 2: [0.0, 2.0, 3.0, 1.5]}}
+    curves = {
+        "ours": {0: [None, 1.0, 2.0, 9.0], 1: [None, 3.0, 2.0, 9.0]},
+        "isaaclab": {0: [None, 1.0, 1.0, 1.0], 1: [0.5, 3.0, 2.5, 2.0], 2: [0.0, 2.0, 3.0, 1.5]},
+    }
     comparison = benchmark.learning_comparison(curves)
     assert [r["iteration"] for r in comparison["rows"]] == [1, 2, 3]  # iteration 0: an episode had not ended
     assert [r["within"] for r in comparison["rows"]] == [True, True, False]

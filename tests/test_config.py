@@ -22,8 +22,9 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("launcher", options("launcher"))
 @pytest.mark.parametrize("logger", options("logger"))
 def test_every_group_combination_composes(compose_cfg, task, algo, launcher, logger):
-    cfg = compose_cfg([f"task={task}", f"algo={algo}", f"launcher={launcher}", f"logger={logger}"],
-                      return_hydra_config=True)
+    cfg = compose_cfg(
+        [f"task={task}", f"algo={algo}", f"launcher={launcher}", f"logger={logger}"], return_hydra_config=True
+    )
     assert cfg.task.name == task
     assert cfg.launcher.name == launcher
     assert cfg.logger.kind == logger
@@ -55,11 +56,13 @@ def test_reward_weight_override_and_removal(compose_cfg):
 
 
 def test_new_reward_term_from_function_path(compose_cfg):
-    cfg = compose_cfg([
-        "+reward@task.rewards.stand_still=term",
-        "task.rewards.stand_still.func=isaaclab_tasks.core.velocity.mdp:stand_still_joint_deviation_l1",
-        "task.rewards.stand_still.weight=-0.1",
-    ])
+    cfg = compose_cfg(
+        [
+            "+reward@task.rewards.stand_still=term",
+            "task.rewards.stand_still.func=isaaclab_tasks.core.velocity.mdp:stand_still_joint_deviation_l1",
+            "task.rewards.stand_still.weight=-0.1",
+        ]
+    )
     assert cfg.task.rewards.stand_still.func.endswith("stand_still_joint_deviation_l1")
     assert cfg.task.rewards.stand_still.weight == -0.1
 
@@ -108,14 +111,14 @@ def test_cli_wrong_type_names_the_field(tmp_path):
 
 def test_composition_does_not_import_isaaclab():
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from hydra import compose, initialize_config_dir\n"
         "from core.setup import register; register()\n"
-        "with initialize_config_dir(config_dir=%r, version_base='1.3'):\n"
+        f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
         "    cfg = compose(config_name='train', overrides=['launcher=hyperpod'])\n"
         "heavy = [m for m in ('isaaclab', 'torch', 'warp', 'submitit', 'boto3', 'sagemaker') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
-    ) % (str(ROOT), str(CONF))
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"composing imported heavy modules: {result.stdout}"

@@ -21,21 +21,24 @@ def h1_env_cfg(tmp_path_factory):
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "task.num_envs=16",
-            "task.rewards.feet_air_time.weight=0.5",
-            "task.rewards.feet_air_time.params.threshold=0.3",
-            "~task.rewards.feet_slide",
-            "+reward@task.rewards.stand_still=term",
-            "task.rewards.stand_still.func=isaaclab_tasks.core.velocity.mdp:stand_still_joint_deviation_l1",
-            "task.rewards.stand_still.weight=-0.1",
-            "+task.rewards.stand_still.params.command_name=base_velocity",
-            "task.events.push_robot.enabled=false",
-            "task.commands.ranges.lin_vel_x=[-0.5,1.5]",
-            "task.observation_noise=false",
-            "task.decimation=2",
-            "+task.env_overrides.scene.env_spacing=3.5",
-        ])
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                "task.num_envs=16",
+                "task.rewards.feet_air_time.weight=0.5",
+                "task.rewards.feet_air_time.params.threshold=0.3",
+                "~task.rewards.feet_slide",
+                "+reward@task.rewards.stand_still=term",
+                "task.rewards.stand_still.func=isaaclab_tasks.core.velocity.mdp:stand_still_joint_deviation_l1",
+                "task.rewards.stand_still.weight=-0.1",
+                "+task.rewards.stand_still.params.command_name=base_velocity",
+                "task.events.push_robot.enabled=false",
+                "task.commands.ranges.lin_vel_x=[-0.5,1.5]",
+                "task.observation_noise=false",
+                "task.decimation=2",
+                "+task.env_overrides.scene.env_spacing=3.5",
+            ],
+        )
     GlobalHydra.instance().clear()
     return build_env_cfg(cfg.task, "cpu", 7)
 

@@ -11,9 +11,19 @@ from tasks.isaaclab_env import PROJECT_H1
 from tasks.robots.usd_writer import convert_to_usd
 
 H1_JOINTS = {
-    f"{side}_{name}" for side in ("left", "right")
-    for name in ("hip_yaw", "hip_roll", "hip_pitch", "knee", "ankle", "shoulder_pitch", "shoulder_roll",
-                 "shoulder_yaw", "elbow")
+    f"{side}_{name}"
+    for side in ("left", "right")
+    for name in (
+        "hip_yaw",
+        "hip_roll",
+        "hip_pitch",
+        "knee",
+        "ankle",
+        "shoulder_pitch",
+        "shoulder_roll",
+        "shoulder_yaw",
+        "elbow",
+    )
 } | {"torso"}
 
 
@@ -33,7 +43,9 @@ def check_h1(usd_path: Path) -> None:
 
     found = inspect(usd_path)
     robot = found["robot"]
-    assert [r.GetPath() for r in found["roots"]] == [robot.GetPath()], "the articulation root sits on the robot prim alone"
+    assert [r.GetPath() for r in found["roots"]] == [robot.GetPath()], (
+        "the articulation root sits on the robot prim alone"
+    )
     assert "NewtonArticulationRootAPI" in robot.GetMetadata("apiSchemas").GetAddedOrExplicitItems()
     assert all(b.GetParent() == robot for b in found["bodies"]), "every rigid body is a direct child of the robot prim"
     names = {b.GetName() for b in found["bodies"]}

@@ -74,23 +74,31 @@ def test_corrupt_latest_checkpoint_falls_back(toy_args, tmp_path):
 
 
 def test_local_sweep_makes_one_run_dir_per_point(toy_args, tmp_path):
-    result = run_train(["-m", *toy_args, "algo.max_iterations=1", "task.rewards.track_velocity.weight=0.5,2.0"],
-                       cwd=tmp_path)
+    result = run_train(
+        ["-m", *toy_args, "algo.max_iterations=1", "task.rewards.track_velocity.weight=0.5,2.0"], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = only_run(tmp_path / "outputs" / "multirun")
     points = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in points] == ["0", "1"]
-    weights = [float(next(line for line in (p / "config.yaml").read_text().splitlines()
-                          if "weight" in line).split(":")[1]) for p in points]
+    weights = [
+        float(next(line for line in (p / "config.yaml").read_text().splitlines() if "weight" in line).split(":")[1])
+        for p in points
+    ]
     assert weights == [0.5, 2.0]
     assert all((p / "checkpoints" / "model_1.pt").is_file() for p in points)
 
 
 def test_sigterm_checkpoints_then_resume_reaches_exact_count(toy_args, tmp_path):
     args = [*toy_args, "algo.max_iterations=400", "algo.save_interval=1000"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.time() + 60
     metrics = None
     while time.time() < deadline:
@@ -118,8 +126,15 @@ def test_sigterm_checkpoints_then_resume_reaches_exact_count(toy_args, tmp_path)
 
 @pytest.mark.slow
 def test_h1_rough_trains_two_iterations_then_resumes_to_four(tmp_path):
-    args = ["task=h1_rough", "device=cpu", f"output_root={tmp_path / 'outputs'}", "task.num_envs=8",
-            "task.terrain.num_rows=2", "task.terrain.num_cols=2", "algo.num_steps_per_env=8"]
+    args = [
+        "task=h1_rough",
+        "device=cpu",
+        f"output_root={tmp_path / 'outputs'}",
+        "task.num_envs=8",
+        "task.terrain.num_rows=2",
+        "task.terrain.num_cols=2",
+        "algo.num_steps_per_env=8",
+    ]
     first = run_train([*args, "algo.max_iterations=2"], cwd=tmp_path, timeout=900)
     assert first.returncode == 0, first.stderr[-4000:]
     run_dir = only_run(tmp_path / "outputs" / "h1_rough")
@@ -138,8 +153,12 @@ def test_h1_rough_trains_two_iterations_then_resumes_to_four(tmp_path):
     exported = run_train([str(run_dir)], cwd=tmp_path, script="scripts/export.py", timeout=300)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (run_dir / "exported" / "policy.onnx").is_file() and (run_dir / "exported" / "policy.pt").is_file()
-    played = run_train([str(run_dir), "--episodes", "2", "--num-envs", "4", "--device", "cpu"], cwd=tmp_path,
-                       script="scripts/play.py", timeout=900)
+    played = run_train(
+        [str(run_dir), "--episodes", "2", "--num-envs", "4", "--device", "cpu"],
+        cwd=tmp_path,
+        script="scripts/play.py",
+        timeout=900,
+    )
     assert played.returncode == 0, played.stderr[-3000:]
     assert "mean return" in played.stdout and "error_vel_xy" in played.stdout
 
@@ -147,9 +166,16 @@ def test_h1_rough_trains_two_iterations_then_resumes_to_four(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (REFERENCE_H1 / "mjcf" / "h1.xml").is_file(), reason="reference H1 MJCF not beside the project")
 def test_user_mjcf_robot_loads_and_trains(tmp_path):
-    args = ["task=h1_flat", "device=cpu", f"output_root={tmp_path / 'outputs'}", "task.num_envs=4",
-            "task.robot.source=file", f"task.robot.file={REFERENCE_H1 / 'mjcf' / 'h1.xml'}",
-            "algo.num_steps_per_env=4", "algo.max_iterations=1"]
+    args = [
+        "task=h1_flat",
+        "device=cpu",
+        f"output_root={tmp_path / 'outputs'}",
+        "task.num_envs=4",
+        "task.robot.source=file",
+        f"task.robot.file={REFERENCE_H1 / 'mjcf' / 'h1.xml'}",
+        "algo.num_steps_per_env=4",
+        "algo.max_iterations=1",
+    ]
     result = run_train(args, cwd=tmp_path, timeout=900, env={"RLFORGE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-4000:]
     run_dir = only_run(tmp_path / "outputs" / "h1_flat")
@@ -170,15 +196,27 @@ def test_wandb_goes_offline_without_key_and_resume_keeps_the_run(toy_args, tmp_p
     assert second.returncode == 0, second.stderr[-3000:]
     # The resumed attempt logs to the same wandb run id.
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
-    assert sorted((run_dir / "wandb").glob("offline-run-*")) == sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert sorted((run_dir / "wandb").glob("offline-run-*")) == sorted(
+        (run_dir / "wandb").glob(f"offline-run-*-{run_id}")
+    )
 
 
 def test_two_ranks_on_cpu_with_gloo_rank0_writes(toy_args, tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(ROOT / "train.py"), *toy_args, "algo.max_iterations=2", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "train.py"),
+        *toy_args,
+        "algo.max_iterations=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2], "only rank 0 writes metrics"

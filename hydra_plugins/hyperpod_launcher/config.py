@@ -4,9 +4,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
 from core.config import LauncherConfig
+from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
 
 @dataclass

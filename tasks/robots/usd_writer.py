@@ -69,7 +69,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLFORGE_CACHE", Path.home() / ".cache" / "rlforge")) / "robots"
 
 
-def convert_to_usd(source: str | os.PathLike, *, cache_dir: Path | None = None, strip_joint_suffix: bool = True) -> Path:
+def convert_to_usd(
+    source: str | os.PathLike, *, cache_dir: Path | None = None, strip_joint_suffix: bool = True
+) -> Path:
     """Convert an MJCF or URDF file to a flat USD articulation, once; later calls return the cached file.
 
     Every rigid body becomes a direct child of the robot prim (Isaac Lab's sensor paths such as
@@ -240,7 +242,9 @@ def write_usd(model, out_path: Path, *, strip_joint_suffix: bool = True) -> None
         parent = int(model.body_parentid[body])
         if model.body_jntnum[body] == 0 and parent != 0:
             # A link welded to its parent (URDF fixed joint): keep it a body, held by a fixed joint.
-            fixed = UsdPhysics.FixedJoint.Define(stage, joints_scope.GetPath().AppendChild(f"fixed_{body_paths[body].name}"))
+            fixed = UsdPhysics.FixedJoint.Define(
+                stage, joints_scope.GetPath().AppendChild(f"fixed_{body_paths[body].name}")
+            )
             fixed.CreateBody0Rel().SetTargets([body_paths[parent]])
             fixed.CreateBody1Rel().SetTargets([body_paths[body]])
             parent_pos, parent_quat = poses[parent]
@@ -326,7 +330,9 @@ def _write_geom(stage, model, geom: int, path, Gf, UsdGeom, UsdPhysics, Vt) -> N
         shape = UsdGeom.Mesh.Define(stage, path)
         shape.CreatePointsAttr(Vt.Vec3fArray.FromNumpy(model.mesh_vert[v0 : v0 + nv].astype(np.float32)))
         shape.CreateFaceVertexCountsAttr(Vt.IntArray([3] * nf))
-        shape.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(model.mesh_face[f0 : f0 + nf].reshape(-1).astype(np.int32)))
+        shape.CreateFaceVertexIndicesAttr(
+            Vt.IntArray.FromNumpy(model.mesh_face[f0 : f0 + nf].reshape(-1).astype(np.int32))
+        )
         UsdPhysics.MeshCollisionAPI.Apply(shape.GetPrim()).CreateApproximationAttr("convexHull")
     else:
         return  # planes, height fields and ellipsoids do not occur on robot bodies
