@@ -336,7 +336,10 @@ def plan_jobs(
     Raises LaunchError when two runs would share a checkpoint URI, or (given a boto session)
     when a named checkpoint URI already holds another run and the run does not resume it.
     """
+    from core import ledger
+
     token = launch_token or secrets.token_hex(3)
+    submitted_at = time.time()
     output_path = (output_path or "s3://sagemaker-<region>-<account>/robot-rl").rstrip("/")
     jobs = []
     for job in planned:
@@ -345,7 +348,7 @@ def plan_jobs(
         stem = job_stem(base, token, job.job_num)
         run_prefix = f"{output_path}/{stem}"
         checkpoint = (settings.checkpoint_s3_uri or f"{run_prefix}/checkpoints").rstrip("/")
-        environment = {"PYTHONUNBUFFERED": "1", **settings.environment}
+        environment = {"PYTHONUNBUFFERED": "1", ledger.SUBMITTED_AT_ENV: str(submitted_at), **settings.environment}
         environment.update(secret_values(settings.secret_env, environ))
         tags = {"task": sanitize_name(job.task_name), "launch": token, **settings.tags}
         jobs.append(

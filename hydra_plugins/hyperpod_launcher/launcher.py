@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from core import ledger
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,8 @@ class HyperPodLauncher(SlurmLauncher):
             python=hyperpod.python_command(params),
         )
         executor.update_parameters(**hyperpod.executor_parameters(params, hyperpod.code_dir(), Path(os.getcwd())))
+        # sbatch passes the submitter's environment into the jobs: the ledger counts queue time from this moment.
+        os.environ[ledger.SUBMITTED_AT_ENV] = str(time.time())
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
 
         runs = [
