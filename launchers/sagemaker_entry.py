@@ -69,6 +69,9 @@ def distributed_layout(environ: Mapping[str, str], processes_per_instance: int |
     }
 
 
+WARP_CACHE_NAME = "warp-cache"
+
+
 def training_command(
     overrides: Sequence[str], checkpoint_dir: Path, layout: Mapping[str, int | str], python: str = sys.executable
 ) -> tuple[list[str], dict[str, str]]:
@@ -80,6 +83,9 @@ def training_command(
     """
     run_dir = checkpoint_dir / RUN_DIR_NAME
     arguments = [*overrides, f"hydra.run.dir={run_dir}"]
+    if not any(override.startswith("warp_cache_dir=") for override in overrides):
+        # Inside the synced checkpoint folder, compiled kernels come back with a restarted Spot job.
+        arguments.append(f"warp_cache_dir={checkpoint_dir / WARP_CACHE_NAME}")
     if (run_dir / MANIFEST).is_file():
         # A restarted Spot job, or a new job given the checkpoint URI of an earlier run.
         arguments.append(f"resume={run_dir}")

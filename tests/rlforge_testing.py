@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +31,42 @@ def run_train(
         timeout=timeout,
         env=full_env,
     )
+
+
+def train_until_then_signal(
+    args: list[str], cwd: Path, runs: Path, iterations: int, timeout: float = 120, sig: int = signal.SIGTERM
+) -> tuple[Path, int]:
+    """Start ``train.py``, send ``sig`` once ``iterations`` iterations are logged under ``runs``, wait for it to exit.
+
+    Returns the run directory and the process's exit code.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + timeout
+    metrics = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(runs.glob("*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= iterations:
+            metrics = found[0]
+            break
+        time.sleep(0.1)
+    if metrics is None:
+        proc.kill()
+        output = proc.communicate(timeout=60)[0]
+        raise AssertionError(f"training did not reach {iterations} iterations:\n{output[-3000:]}")
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    return metrics.parent, proc.returncode
+
+
+def only_run(root: Path) -> Path:
+    """The one run directory under ``root`` (fails when there are none or several)."""
+    runs = [p for p in root.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,13 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import accounting
-from rlforge_testing import ROOT, run_train
-
-
-def only_run(root: Path) -> Path:
-    runs = [p for p in root.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+from rlforge_testing import ROOT, only_run, run_train, train_until_then_signal
 
 
 def ledger_events(run_dir: Path) -> list[dict]:
@@ -120,26 +113,7 @@ def test_report_of_a_local_run_counts_the_queue_and_prices_it(toy_args, tmp_path
 
 def test_interrupted_and_resumed_run_counts_redone_iterations_and_lost_time(toy_args, tmp_path):
     args = [*toy_args, "algo.max_iterations=400", "algo.save_interval=2", "algo.keep_checkpoints=0"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.time() + 120
-    metrics = None
-    while time.time() < deadline:
-        found = list((tmp_path / "outputs" / "toy").glob("*/metrics.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 5:
-            metrics = found[0]
-            break
-        time.sleep(0.1)
-    assert metrics is not None, "training did not start"
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    run_dir = metrics.parent
+    run_dir, _ = train_until_then_signal(args, tmp_path, tmp_path / "outputs" / "toy", iterations=5)
     first_events = ledger_events(run_dir)
     stopped = next(e for e in first_events if e["event"] == "end")
     assert stopped["how"] == "interrupted"

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from rlforge_testing import REFERENCE_H1, ROOT, run_train
-
-
-def only_run(root: Path) -> Path:
-    runs = [p for p in root.iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
+from rlforge_testing import REFERENCE_H1, ROOT, only_run, run_train, train_until_then_signal
 
 
 def adam_steps(checkpoint: Path) -> int:
@@ -91,27 +83,9 @@ def test_local_sweep_makes_one_run_dir_per_point(toy_args, tmp_path):
 
 def test_sigterm_checkpoints_then_resume_reaches_exact_count(toy_args, tmp_path):
     args = [*toy_args, "algo.max_iterations=400", "algo.save_interval=1000"]
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.time() + 60
-    metrics = None
-    while time.time() < deadline:
-        found = list((tmp_path / "outputs" / "toy").glob("*/metrics.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 3:
-            metrics = found[0]
-            break
-        time.sleep(0.2)
-    assert metrics is not None, "training did not start"
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    run_dir = metrics.parent
+    run_dir, code = train_until_then_signal(args, tmp_path, tmp_path / "outputs" / "toy", iterations=3)
+    assert code != 0
+    metrics = run_dir / "metrics.jsonl"
     stop = next(e for e in events(run_dir) if e["event"] == "end")
     assert stop["how"] == "interrupted" and stop["reason"] == "SIGTERM"
     stopped_at = stop["iteration"]

@@ -169,7 +169,12 @@ def test_entry_maps_sagemaker_hosts_to_one_torchrun_per_instance(tmp_path):
     assert command[:3] == ["python3", "-m", "torch.distributed.run"]
     assert "--nnodes=2" in command and "--nproc_per_node=4" in command and "--node_rank=1" in command
     assert "--master_addr=algo-1" in command and "--master_port=7777" in command
-    assert command[-3:] == ["task=toy", "seed=3", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert command[-4:] == [
+        "task=toy",
+        "seed=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"warp_cache_dir={tmp_path / 'warp-cache'}",
+    ], "the kernel cache lives in the synced checkpoint folder"
     assert extra_env == {}
 
     # One process in all: train.py directly, as rank 0 of a world of one.
