@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from rsl_rl.runners import OnPolicyRunner
+from rsl_rl.utils import check_nan
 
 from core import checkpoint, lifecycle
 from core.distributed import DistInfo, any_rank, init_process_group
@@ -20,16 +22,8 @@ from core.distributed import DistInfo, any_rank, init_process_group
 METRICS = "metrics.jsonl"
 
 
-def runner_config(
-    algo: dict[str, Any],
-    logger: dict[str, Any],
-    *,
-    seed: int,
-    device: str,
-    run_dir: Path,
-    experiment: str,
-    wandb_run_id: str,
-) -> dict[str, Any]:
+def runner_config(algo: dict[str, Any], logger: dict[str, Any], *, seed: int, device: str,
+                  run_dir: Path, experiment: str, wandb_run_id: str) -> dict[str, Any]:
     """rsl-rl's runner dict from the ``algo`` and ``logger`` config groups (a fresh copy: rsl-rl pops keys)."""
     cfg = json.loads(json.dumps(algo))  # deep copy of plain data
     cfg.pop("keep_checkpoints", None)
@@ -52,72 +46,6 @@ def runner_config(
     return cfg
 
 
-def nan_groups(obs, rewards: torch.Tensor, dones: torch.Tensor, flags: torch.Tensor | None) -> torch.Tensor:
-    """Accumulate, on the device, which of the observation groups, rewards and dones held a NaN this step.
-
-    rsl-rl's ``check_nan`` asks the device after every step (one host-device synchronisation per tensor); this
-    keeps a flag per tensor on the device so that the collection is checked once, before learning uses it.
-    """
-    step = torch.stack([torch.isnan(tensor).any() for tensor in (*obs.values(), rewards, dones)])
-    return step if flags is None else flags | step
-
-
-def raise_on_nan(flags: torch.Tensor, obs, iteration: int) -> None:
-    """Raise ``ValueError`` naming the first tensor that held a NaN, as rsl-rl's ``check_nan`` would."""
-    seen = flags.tolist()
-    if not any(seen):
-        return
-    names = [f"observation group '{key}'" for key in obs.keys()] + ["rewards", "dones"]
-    raise ValueError(
-        f"the {names[seen.index(True)]} returned by the environment contained NaN values during the "
-        f"collection of iteration {iteration}; this usually indicates a bug in the environment"
-    )
-
-
-class EpisodeTally:
-    """rsl-rl's per-step episode bookkeeping (``Logger.process_env_step``) without a device round trip per step.
-
-    The logger copies the returns and lengths of the episodes that just ended to the host after every step. Here
-    they stay on the device and reach the logger's buffers once per iteration, in the same order (step by step,
-    environment by environment), so the logged means are unchanged.
-    """
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-        self._dones: list[torch.Tensor] = []
-        self._returns: list[torch.Tensor] = []
-        self._lengths: list[torch.Tensor] = []
-
-    def step(self, rewards: torch.Tensor, dones: torch.Tensor, extras: dict) -> None:
-        logger = self.logger
-        if logger.writer is None:
-            return
-        if "episode" in extras:
-            logger.ep_extras.append(extras["episode"])
-        elif "log" in extras:
-            logger.ep_extras.append(extras["log"])
-        logger.cur_reward_sum += rewards
-        logger.cur_episode_length += 1
-        ended = dones > 0
-        self._dones.append(ended)
-        self._returns.append(logger.cur_reward_sum.clone())
-        self._lengths.append(logger.cur_episode_length.clone())
-        logger.cur_reward_sum.masked_fill_(ended, 0)
-        logger.cur_episode_length.masked_fill_(ended, 0)
-
-    def flush(self) -> None:
-        """Hand the episodes that ended since the last flush to the logger's buffers."""
-        if not self._dones:
-            return
-        ended = torch.stack(self._dones)
-        finished = torch.stack((torch.stack(self._returns)[ended], torch.stack(self._lengths)[ended])).cpu()
-        self.logger.rewbuffer.extend(finished[0].tolist())
-        self.logger.lenbuffer.extend(finished[1].tolist())
-        self._dones.clear()
-        self._returns.clear()
-        self._lengths.clear()
-
-
 class PPOTrainer(OnPolicyRunner):
     """rsl-rl's OnPolicyRunner with a loop that counts completed iterations and can stop between them.
 
@@ -125,25 +53,11 @@ class PPOTrainer(OnPolicyRunner):
     and logger state, and ``iterations_done`` is the number of completed iterations (what checkpoints are named by).
     """
 
-    def __init__(
-        self,
-        env,
-        train_cfg: dict,
-        *,
-        log_dir: str | None,
-        device: str,
-        dist: DistInfo,
-        checkpoint_dir: Path,
-        keep_checkpoints: int,
-        on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
-        on_checkpoint: Callable[[int, Path], None] | None = None,
-    ) -> None:
+    def __init__(self, env, train_cfg: dict, *, log_dir: str | None, device: str, dist: DistInfo,
+                 checkpoint_dir: Path, keep_checkpoints: int,
+                 on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
         self._dist = dist
-        if str(device).startswith("cuda"):
-            # TF32 matrix products, as Isaac Lab's own trainer runs rsl-rl: the policy and value MLPs and their
-            # updates run on the tensor cores instead of in full float32.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
         self.iterations_done = 0
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -221,20 +135,11 @@ class PPOTrainer(OnPolicyRunner):
     def _episode_stats(self) -> dict[str, float]:
         """Means of this iteration's finished-episode figures (read before the logger clears them)."""
         stats: dict[str, float] = {}
-        keys = list(dict.fromkeys(k for info in self.logger.ep_extras for k in info))
-        per_key = [
-            [torch.as_tensor(info[key], dtype=torch.float).reshape(-1) for info in self.logger.ep_extras if key in info]
-            for key in keys
-        ]
-        flat = [value for values in per_key for value in values]
-        if flat:
-            # One copy to the host for every key and step together, instead of one per key and step.
-            device = flat[0].device
-            host = torch.cat([value.to(device) for value in flat]).cpu()
-            sizes = [sum(int(value.numel()) for value in values) for values in per_key]
-            for key, chunk in zip(keys, torch.split(host, sizes), strict=True):
-                if chunk.numel():
-                    stats[key if "/" in key else f"Episode/{key}"] = float(chunk.mean())
+        for key in dict.fromkeys(k for info in self.logger.ep_extras for k in info):
+            values = [torch.as_tensor(info[key], dtype=torch.float).reshape(-1).cpu()
+                      for info in self.logger.ep_extras if key in info]
+            if values:
+                stats[key if "/" in key else f"Episode/{key}"] = float(torch.cat(values).mean())
         if len(self.logger.rewbuffer) > 0:
             stats["Train/mean_reward"] = statistics.mean(self.logger.rewbuffer)
             stats["Train/mean_episode_length"] = statistics.mean(self.logger.lenbuffer)
@@ -254,23 +159,18 @@ class PPOTrainer(OnPolicyRunner):
         metrics_path = Path(self.logger.log_dir) / METRICS if self.logger.log_dir and self._dist.is_main else None
         start_it = self.iterations_done
         check = self.cfg.get("check_for_nan", True)
-        episodes = EpisodeTally(self.logger)
         try:
             for it in range(start_it, until):
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    nan_flags = None
                     for _ in range(self.cfg["num_steps_per_env"]):
                         actions = self.alg.act(obs)
                         obs, rewards, dones, extras = self.env.step(actions.to(self.env.device))
                         if check:
-                            nan_flags = nan_groups(obs, rewards, dones, nan_flags)
+                            check_nan(obs, rewards, dones)
                         obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
                         self.alg.process_env_step(obs, rewards, dones, extras)
-                        episodes.step(rewards, dones, extras)
-                    if nan_flags is not None:
-                        raise_on_nan(nan_flags, obs, it)
-                    episodes.flush()
+                        self.logger.process_env_step(rewards, dones, extras, None)
                     collect_time = time.perf_counter() - start
                     learn_start = time.perf_counter()
                     self.alg.compute_returns(obs)
@@ -280,25 +180,14 @@ class PPOTrainer(OnPolicyRunner):
                 self.current_learning_iteration = it
                 stats = self._episode_stats()
                 self.logger.log(
-                    it=it,
-                    start_it=start_it,
-                    total_it=until,
-                    collect_time=collect_time,
-                    learn_time=learn_time,
-                    loss_dict=loss_dict,
-                    learning_rate=self.alg.learning_rate,
-                    action_std=self.alg.get_policy().output_std,
-                    rnd_weight=None,
+                    it=it, start_it=start_it, total_it=until, collect_time=collect_time, learn_time=learn_time,
+                    loss_dict=loss_dict, learning_rate=self.alg.learning_rate,
+                    action_std=self.alg.get_policy().output_std, rnd_weight=None,
                 )
                 self.last_stats = {
-                    "iteration": self.iterations_done,
-                    "time": time.time(),
-                    "collect_s": collect_time,
-                    "learn_s": learn_time,
-                    "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
-                    "learning_rate": self.alg.learning_rate,
-                    **{f"Loss/{k}": v for k, v in loss_dict.items()},
-                    **stats,
+                    "iteration": self.iterations_done, "time": time.time(), "collect_s": collect_time,
+                    "learn_s": learn_time, "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
+                    "learning_rate": self.alg.learning_rate, **{f"Loss/{k}": v for k, v in loss_dict.items()}, **stats,
                 }
                 if metrics_path is not None:
                     with open(metrics_path, "a") as handle:
@@ -309,9 +198,8 @@ class PPOTrainer(OnPolicyRunner):
                 if self.iterations_done % self.cfg["save_interval"] == 0 or self.iterations_done == until or stop:
                     self.save_checkpoint()
                 if stop:
-                    raise lifecycle.Interrupted(
-                        lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done
-                    )
+                    raise lifecycle.Interrupted(lifecycle.stop_requested() or "stop requested on another rank",
+                                                self.iterations_done)
         finally:
             self.logger.stop_logging_writer()
             if self.logger.writer is not None and hasattr(self.logger.writer, "flush"):

@@ -216,15 +216,21 @@ def run_trainer(trainer: str, settings: Settings, *, workdir: Path, phases: tupl
                 timeout_s: float, cache_dir: Path | None = None) -> dict[str, Any]:
     """Run ``trainer`` once per phase (cold: empty kernel cache; warm: the cache the previous phase filled)."""
     cache = cache_dir or workdir / f"warp-cache-{trainer}"
+    # The CUDA driver keeps its own cache of kernels it compiled from PTX; it is emptied with Warp's, so that a
+    # cold run of one trainer does not profit from the kernels an earlier run of the other left there.
+    cuda_cache = cache.parent / f"{cache.name}-cuda"
     if "cold" in phases:
         shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(cuda_cache, ignore_errors=True)
     cache.mkdir(parents=True, exist_ok=True)
+    cuda_cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"command": None, "phases": {}}
     for phase in phases:
         output_dir = workdir / f"{trainer}-{phase}"
         output_dir.mkdir(parents=True, exist_ok=True)
         command = command_for(trainer, settings, output_dir / "outputs")
-        env = {**os.environ, "WARP_CACHE_PATH": str(cache), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "WARP_CACHE_PATH": str(cache), "CUDA_CACHE_PATH": str(cuda_cache),
+               "PYTHONUNBUFFERED": "1"}
         log_path = workdir / f"{trainer}-{phase}.log"
         print(f"[benchmark] {trainer} ({phase} kernel cache): {' '.join(command)}", flush=True)
         raw = run_process(command, env=env, cwd=output_dir, log_path=log_path, timeout_s=timeout_s)
