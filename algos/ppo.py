@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import time
@@ -22,8 +21,16 @@ from core.distributed import DistInfo, any_rank, init_process_group
 METRICS = "metrics.jsonl"
 
 
-def runner_config(algo: dict[str, Any], logger: dict[str, Any], *, seed: int, device: str,
-                  run_dir: Path, experiment: str, wandb_run_id: str) -> dict[str, Any]:
+def runner_config(
+    algo: dict[str, Any],
+    logger: dict[str, Any],
+    *,
+    seed: int,
+    device: str,
+    run_dir: Path,
+    experiment: str,
+    wandb_run_id: str,
+) -> dict[str, Any]:
     """rsl-rl's runner dict from the ``algo`` and ``logger`` config groups (a fresh copy: rsl-rl pops keys)."""
     cfg = json.loads(json.dumps(algo))  # deep copy of plain data
     cfg.pop("keep_checkpoints", None)
@@ -53,10 +60,19 @@ class PPOTrainer(OnPolicyRunner):
     and logger state, and ``iterations_done`` is the number of completed iterations (what checkpoints are named by).
     """
 
-    def __init__(self, env, train_cfg: dict, *, log_dir: str | None, device: str, dist: DistInfo,
-                 checkpoint_dir: Path, keep_checkpoints: int,
-                 on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
-                 on_checkpoint: Callable[[int, Path], None] | None = None) -> None:
+    def __init__(
+        self,
+        env,
+        train_cfg: dict,
+        *,
+        log_dir: str | None,
+        device: str,
+        dist: DistInfo,
+        checkpoint_dir: Path,
+        keep_checkpoints: int,
+        on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
+    ) -> None:
         self._dist = dist
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
         self.iterations_done = 0
@@ -65,6 +81,26 @@ class PPOTrainer(OnPolicyRunner):
         self.on_iteration = on_iteration
         self.on_checkpoint = on_checkpoint
         self.last_stats: dict[str, Any] = {}
+        self.allreduce_s = 0.0
+        if self.is_distributed:
+            self._time_gradient_allreduce()
+
+    def _time_gradient_allreduce(self) -> None:
+        """Count the seconds PPO spends in its gradient all-reduce (per iteration, in ``allreduce_s``).
+
+        The GPU is synchronized before and after, so the figure is the reduction alone, not queued backward work.
+        """
+        reduce = self.alg.reduce_parameters
+        synchronize = torch.cuda.synchronize if str(self.device).startswith("cuda") else (lambda: None)
+
+        def timed_reduce() -> None:
+            synchronize()
+            start = time.perf_counter()
+            reduce()
+            synchronize()
+            self.allreduce_s += time.perf_counter() - start
+
+        self.alg.reduce_parameters = timed_reduce
 
     # rsl-rl's version assumes NCCL and cuda:LOCAL_RANK; this one follows the chosen device.
     def _configure_multi_gpu(self) -> None:
@@ -136,8 +172,11 @@ class PPOTrainer(OnPolicyRunner):
         """Means of this iteration's finished-episode figures (read before the logger clears them)."""
         stats: dict[str, float] = {}
         for key in dict.fromkeys(k for info in self.logger.ep_extras for k in info):
-            values = [torch.as_tensor(info[key], dtype=torch.float).reshape(-1).cpu()
-                      for info in self.logger.ep_extras if key in info]
+            values = [
+                torch.as_tensor(info[key], dtype=torch.float).reshape(-1).cpu()
+                for info in self.logger.ep_extras
+                if key in info
+            ]
             if values:
                 stats[key if "/" in key else f"Episode/{key}"] = float(torch.cat(values).mean())
         if len(self.logger.rewbuffer) > 0:
@@ -162,6 +201,7 @@ class PPOTrainer(OnPolicyRunner):
         try:
             for it in range(start_it, until):
                 start = time.perf_counter()
+                self.allreduce_s = 0.0
                 with torch.inference_mode():
                     for _ in range(self.cfg["num_steps_per_env"]):
                         actions = self.alg.act(obs)
@@ -180,14 +220,26 @@ class PPOTrainer(OnPolicyRunner):
                 self.current_learning_iteration = it
                 stats = self._episode_stats()
                 self.logger.log(
-                    it=it, start_it=start_it, total_it=until, collect_time=collect_time, learn_time=learn_time,
-                    loss_dict=loss_dict, learning_rate=self.alg.learning_rate,
-                    action_std=self.alg.get_policy().output_std, rnd_weight=None,
+                    it=it,
+                    start_it=start_it,
+                    total_it=until,
+                    collect_time=collect_time,
+                    learn_time=learn_time,
+                    loss_dict=loss_dict,
+                    learning_rate=self.alg.learning_rate,
+                    action_std=self.alg.get_policy().output_std,
+                    rnd_weight=None,
                 )
                 self.last_stats = {
-                    "iteration": self.iterations_done, "time": time.time(), "collect_s": collect_time,
-                    "learn_s": learn_time, "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
-                    "learning_rate": self.alg.learning_rate, **{f"Loss/{k}": v for k, v in loss_dict.items()}, **stats,
+                    "iteration": self.iterations_done,
+                    "time": time.time(),
+                    "collect_s": collect_time,
+                    "learn_s": learn_time,
+                    "allreduce_s": self.allreduce_s,
+                    "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
+                    "learning_rate": self.alg.learning_rate,
+                    **{f"Loss/{k}": v for k, v in loss_dict.items()},
+                    **stats,
                 }
                 if metrics_path is not None:
                     with open(metrics_path, "a") as handle:
@@ -198,8 +250,9 @@ class PPOTrainer(OnPolicyRunner):
                 if self.iterations_done % self.cfg["save_interval"] == 0 or self.iterations_done == until or stop:
                     self.save_checkpoint()
                 if stop:
-                    raise lifecycle.Interrupted(lifecycle.stop_requested() or "stop requested on another rank",
-                                                self.iterations_done)
+                    raise lifecycle.Interrupted(
+                        lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done
+                    )
         finally:
             self.logger.stop_logging_writer()
             if self.logger.writer is not None and hasattr(self.logger.writer, "flush"):
