@@ -129,9 +129,17 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
     """The command line that trains ``trainer`` with ``settings``, writing its logs under ``output_dir``."""
     python = sys.executable
     if trainer == "ours":
-        command = [python, str(Path(settings.ours_root) / "train.py"), "task=h1_rough", f"device={settings.device}",
-                   f"task.num_envs={settings.num_envs}", f"seed={settings.seed}",
-                   f"algo.max_iterations={settings.iterations}", f"output_root={output_dir}", "summary=false"]
+        command = [
+            python,
+            str(Path(settings.ours_root) / "train.py"),
+            "task=h1_rough",
+            f"device={settings.device}",
+            f"task.num_envs={settings.num_envs}",
+            f"seed={settings.seed}",
+            f"algo.max_iterations={settings.iterations}",
+            f"output_root={output_dir}",
+            "summary=false",
+        ]
         if settings.terrain_rows:
             command.append(f"task.terrain.num_rows={settings.terrain_rows}")
         if settings.terrain_cols:
@@ -139,10 +147,26 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
         return command + settings.extra_ours
     if trainer == "isaaclab":
         agent_device = "cuda:0" if settings.device == "cuda" else settings.device
-        command = [python, "-m", "isaaclab", "train", "--rl_library", "rsl_rl", "--task", ISAACLAB_TASK,
-                   "--num_envs", str(settings.num_envs), "--seed", str(settings.seed),
-                   "--max_iterations", str(settings.iterations), "--device", agent_device,
-                   f"agent.device={agent_device}", f"env.scene.robot.spawn.usd_path={settings.usd_path}"]
+        command = [
+            python,
+            "-m",
+            "isaaclab",
+            "train",
+            "--rl_library",
+            "rsl_rl",
+            "--task",
+            ISAACLAB_TASK,
+            "--num_envs",
+            str(settings.num_envs),
+            "--seed",
+            str(settings.seed),
+            "--max_iterations",
+            str(settings.iterations),
+            "--device",
+            agent_device,
+            f"agent.device={agent_device}",
+            f"env.scene.robot.spawn.usd_path={settings.usd_path}",
+        ]
         if settings.terrain_rows:
             command.append(f"env.scene.terrain.terrain_generator.num_rows={settings.terrain_rows}")
         if settings.terrain_cols:
@@ -156,23 +180,36 @@ def _gpu_used_mib() -> float | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return float(out.stdout.strip().splitlines()[0])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return None
 
 
-def run_process(command: list[str], *, env: dict[str, str], cwd: Path, log_path: Path,
-                timeout_s: float) -> dict[str, Any]:
+def run_process(
+    command: list[str], *, env: dict[str, str], cwd: Path, log_path: Path, timeout_s: float
+) -> dict[str, Any]:
     """Run one training process to its end; its output lines stamped on arrival, its peak memories."""
     baseline_gpu = _gpu_used_mib()
     peak_gpu = [baseline_gpu]
     lines: list[tuple[float, str]] = []
     done = threading.Event()
     launched = time.monotonic()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace", bufsize=1)
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
 
     def read() -> None:
         with open(log_path, "w") as log:
@@ -212,8 +249,15 @@ def run_process(command: list[str], *, env: dict[str, str], cwd: Path, log_path:
     }
 
 
-def run_trainer(trainer: str, settings: Settings, *, workdir: Path, phases: tuple[str, ...],
-                timeout_s: float, cache_dir: Path | None = None) -> dict[str, Any]:
+def run_trainer(
+    trainer: str,
+    settings: Settings,
+    *,
+    workdir: Path,
+    phases: tuple[str, ...],
+    timeout_s: float,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
     """Run ``trainer`` once per phase (cold: empty kernel cache; warm: the cache the previous phase filled)."""
     cache = cache_dir or workdir / f"warp-cache-{trainer}"
     # The CUDA driver keeps its own cache of kernels it compiled from PTX; it is emptied with Warp's, so that a
@@ -229,20 +273,28 @@ def run_trainer(trainer: str, settings: Settings, *, workdir: Path, phases: tupl
         output_dir = workdir / f"{trainer}-{phase}"
         output_dir.mkdir(parents=True, exist_ok=True)
         command = command_for(trainer, settings, output_dir / "outputs")
-        env = {**os.environ, "WARP_CACHE_PATH": str(cache), "CUDA_CACHE_PATH": str(cuda_cache),
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "WARP_CACHE_PATH": str(cache), "CUDA_CACHE_PATH": str(cuda_cache), "PYTHONUNBUFFERED": "1"}
         log_path = workdir / f"{trainer}-{phase}.log"
         print(f"[benchmark] {trainer} ({phase} kernel cache): {' '.join(command)}", flush=True)
         raw = run_process(command, env=env, cwd=output_dir, log_path=log_path, timeout_s=timeout_s)
         blocks = parse_iterations(raw["lines"])
-        figures = summarize_run(blocks, launched=raw["launched"],
-                                env_steps_per_iteration=settings.num_envs * STEPS_PER_ENV)
-        figures.update(returncode=raw["returncode"], wall_s=raw["wall_s"], peak_host_mib=raw["peak_host_mib"],
-                       peak_gpu_mib=raw["peak_gpu_mib"], log=str(log_path))
+        figures = summarize_run(
+            blocks, launched=raw["launched"], env_steps_per_iteration=settings.num_envs * STEPS_PER_ENV
+        )
+        figures.update(
+            returncode=raw["returncode"],
+            wall_s=raw["wall_s"],
+            peak_host_mib=raw["peak_host_mib"],
+            peak_gpu_mib=raw["peak_gpu_mib"],
+            log=str(log_path),
+        )
         if raw["returncode"] != 0 or figures["iterations"] < settings.iterations:
             tail = "\n".join(text for _, text in raw["lines"][-40:])
-            print(f"[benchmark] {trainer} ({phase}) ended with code {raw['returncode']} after "
-                  f"{figures['iterations']} of {settings.iterations} iterations:\n{tail}", flush=True)
+            print(
+                f"[benchmark] {trainer} ({phase}) ended with code {raw['returncode']} after "
+                f"{figures['iterations']} of {settings.iterations} iterations:\n{tail}",
+                flush=True,
+            )
         print(f"[benchmark] {trainer} ({phase}): {_one_line(figures)}", flush=True)
         result["command"] = command
         result["phases"][phase] = figures
@@ -250,8 +302,9 @@ def run_trainer(trainer: str, settings: Settings, *, workdir: Path, phases: tupl
 
 
 def _one_line(figures: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in figures.items()
-                     if k not in ("mean_reward", "log") and not isinstance(v, list))
+    return ", ".join(
+        f"{k}={_fmt(v)}" for k, v in figures.items() if k not in ("mean_reward", "log") and not isinstance(v, list)
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -318,8 +371,11 @@ def build_report(results: dict[str, dict[str, Any]], settings: dict[str, Any], m
 def format_table(report: dict[str, Any]) -> str:
     """The printed table: one row per figure, one column per trainer, then ours / Isaac Lab's."""
     trainers = report["trainers"]
-    header = f"{'figure':<44}" + "".join(f"{name:>14}" for name in trainers) + \
-        (f"{'ours/isaaclab':>15}" if report.get("ratios") else "")
+    header = (
+        f"{'figure':<44}"
+        + "".join(f"{name:>14}" for name in trainers)
+        + (f"{'ours/isaaclab':>15}" if report.get("ratios") else "")
+    )
     lines = [header, "-" * len(header)]
     for label, key in ROWS:
         row = f"{label:<44}" + "".join(f"{_fmt(t['figures'].get(key)):>14}" for t in trainers.values())
@@ -366,16 +422,25 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 def machine_info(device: str) -> dict[str, Any]:
     """Where the benchmark ran."""
-    info: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                            "platform": platform.platform(), "device": device}
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+    }
     try:
-        info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                                 if line.startswith("model name"))
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
         info["gpu"] = out.stdout.strip()
     try:
         info["load_average"] = os.getloadavg()
@@ -401,12 +466,25 @@ def learning_comparison(curves: dict[str, dict[int, list[float | None]]]) -> dic
         if len(mine) < len(ours) or len(band) < len(theirs):
             continue  # an iteration before some run's first finished episode
         mean = statistics.mean(mine)
-        rows.append({"iteration": i, "ours_mean": mean, "ours_min": min(mine), "ours_max": max(mine),
-                     "isaaclab_mean": statistics.mean(band), "isaaclab_min": min(band), "isaaclab_max": max(band),
-                     "within": min(band) <= mean <= max(band)})
+        rows.append(
+            {
+                "iteration": i,
+                "ours_mean": mean,
+                "ours_min": min(mine),
+                "ours_max": max(mine),
+                "isaaclab_mean": statistics.mean(band),
+                "isaaclab_min": min(band),
+                "isaaclab_max": max(band),
+                "within": min(band) <= mean <= max(band),
+            }
+        )
     inside = sum(r["within"] for r in rows)
-    return {"iterations_compared": len(rows), "iterations_within": inside,
-            "fraction_within": inside / len(rows) if rows else None, "rows": rows}
+    return {
+        "iterations_compared": len(rows),
+        "iterations_within": inside,
+        "fraction_within": inside / len(rows) if rows else None,
+        "rows": rows,
+    }
 
 
 def run_learning(args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[str, Any]:
@@ -417,25 +495,43 @@ def run_learning(args: argparse.Namespace, settings: Settings, workdir: Path) ->
         for trainer in TRAINERS:
             seeded = Settings(**{**settings.__dict__, "seed": seed})
             # Kernels compiled once per trainer are reused by its later seeds: only learning is compared here.
-            result = run_trainer(trainer, seeded, workdir=workdir / f"seed{seed}", phases=("warm",),
-                                 timeout_s=args.timeout, cache_dir=workdir / f"warp-cache-{trainer}")
+            result = run_trainer(
+                trainer,
+                seeded,
+                workdir=workdir / f"seed{seed}",
+                phases=("warm",),
+                timeout_s=args.timeout,
+                cache_dir=workdir / f"warp-cache-{trainer}",
+            )
             phase = result["phases"]["warm"]
             curves[trainer][seed] = phase["mean_reward"]
             runs[trainer][seed] = {"command": result["command"], **{k: v for k, v in phase.items()}}
     comparison = learning_comparison(curves)
-    return {"schema": SCHEMA + "/learning", "settings": {**settings.__dict__, "seeds": args.seeds},
-            "machine": machine_info(settings.device), "curves": curves, "runs": runs, "comparison": comparison}
+    return {
+        "schema": SCHEMA + "/learning",
+        "settings": {**settings.__dict__, "seeds": args.seeds},
+        "machine": machine_info(settings.device),
+        "curves": curves,
+        "runs": runs,
+        "comparison": comparison,
+    }
 
 
 def format_learning(report: dict[str, Any]) -> str:
     comparison = report["comparison"]
-    lines = [f"{'iteration':>9} {'ours mean':>10} {'isaaclab min':>13} {'isaaclab mean':>14} {'isaaclab max':>13}"
-             f" {'within':>7}"]
+    lines = [
+        f"{'iteration':>9} {'ours mean':>10} {'isaaclab min':>13} {'isaaclab mean':>14} {'isaaclab max':>13}"
+        f" {'within':>7}"
+    ]
     for row in comparison["rows"]:
-        lines.append(f"{row['iteration']:>9} {row['ours_mean']:>10.3f} {row['isaaclab_min']:>13.3f} "
-                     f"{row['isaaclab_mean']:>14.3f} {row['isaaclab_max']:>13.3f} {str(row['within']):>7}")
-    lines.append(f"our mean reward lies within Isaac Lab's spread of {len(report['curves']['isaaclab'])} seeds at "
-                 f"{comparison['iterations_within']} of {comparison['iterations_compared']} iterations")
+        lines.append(
+            f"{row['iteration']:>9} {row['ours_mean']:>10.3f} {row['isaaclab_min']:>13.3f} "
+            f"{row['isaaclab_mean']:>14.3f} {row['isaaclab_max']:>13.3f} {str(row['within']):>7}"
+        )
+    lines.append(
+        f"our mean reward lies within Isaac Lab's spread of {len(report['curves']['isaaclab'])} seeds at "
+        f"{comparison['iterations_within']} of {comparison['iterations_compared']} iterations"
+    )
     return "\n".join(lines)
 
 
@@ -452,8 +548,11 @@ def project_usd() -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CPU, 16 envs, 6 iterations, 4x4 terrain: minutes")
-    parser.add_argument("--learning", action="store_true",
-                        help="compare mean reward curves over --seeds instead of timing (CPU by default)")
+    parser.add_argument(
+        "--learning",
+        action="store_true",
+        help="compare mean reward curves over --seeds instead of timing (CPU by default)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where nvidia-smi is, else cpu)")
     parser.add_argument("--num-envs", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
@@ -465,13 +564,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phases", default="cold,warm", help="comma-separated subset of cold,warm")
     parser.add_argument("--usd", default=None, help="robot USD for both trainers (default: our converted H1)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and runs here (default: a temp dir)")
-    parser.add_argument("--warp-cache", type=Path, default=None,
-                        help="kernel cache folder of every run (default: one per trainer under the workdir)")
+    parser.add_argument(
+        "--warp-cache",
+        type=Path,
+        default=None,
+        help="kernel cache folder of every run (default: one per trainer under the workdir)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per training process")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, help="join these JSON reports, run nothing")
-    parser.add_argument("--ours-root", type=Path, default=ROOT,
-                        help="source tree whose train.py is 'ours' (to compare versions of the loop)")
+    parser.add_argument(
+        "--ours-root",
+        type=Path,
+        default=ROOT,
+        help="source tree whose train.py is 'ours' (to compare versions of the loop)",
+    )
     parser.add_argument("--ours-arg", action="append", default=[], help="extra override for our train.py")
     parser.add_argument("--isaaclab-arg", action="append", default=[], help="extra argument for Isaac Lab's trainer")
     args = parser.parse_args(argv)
@@ -495,10 +602,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             args.out.write_text(json.dumps(report, indent=2))
         return 0
-    settings = Settings(device=args.device, num_envs=args.num_envs, iterations=args.iterations, seed=args.seed,
-                        usd_path=args.usd or project_usd(), terrain_rows=args.terrain_rows,
-                        terrain_cols=args.terrain_cols, ours_root=str(args.ours_root.resolve()),
-                        extra_ours=args.ours_arg, extra_isaaclab=args.isaaclab_arg)
+    settings = Settings(
+        device=args.device,
+        num_envs=args.num_envs,
+        iterations=args.iterations,
+        seed=args.seed,
+        usd_path=args.usd or project_usd(),
+        terrain_rows=args.terrain_rows,
+        terrain_cols=args.terrain_cols,
+        ours_root=str(args.ours_root.resolve()),
+        extra_ours=args.ours_arg,
+        extra_isaaclab=args.isaaclab_arg,
+    )
     with tempfile.TemporaryDirectory(prefix="rlforge-bench-") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -511,8 +626,12 @@ def main(argv: list[str] | None = None) -> int:
             unknown = [t for t in trainers if t not in TRAINERS] + [p for p in phases if p not in PHASES]
             if unknown:
                 sys.exit(f"unknown trainers or phases: {unknown}")
-            results = {t: run_trainer(t, settings, workdir=workdir, phases=phases, timeout_s=args.timeout,
-                                      cache_dir=args.warp_cache) for t in trainers}
+            results = {
+                t: run_trainer(
+                    t, settings, workdir=workdir, phases=phases, timeout_s=args.timeout, cache_dir=args.warp_cache
+                )
+                for t in trainers
+            }
             report = build_report(results, settings.__dict__, machine_info(args.device))
             print(format_table(report))
         if args.out:
