@@ -28,16 +28,7 @@ _VELOCITY_ERROR = re.compile(r"error_vel_xy|velocity_error")
 # ------------------------------------------------------------------------------------------- reading
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """Every well-formed line of the run's ``metrics.jsonl``, in file order (repeated iterations included)."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line torn by a hard kill
-    return lines
+    return ledger.read_jsonl(Path(run_dir) / METRICS)
 
 
 def counted_metrics(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:

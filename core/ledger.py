@@ -71,15 +71,20 @@ def placement(environ: dict[str, str] | None = None) -> dict[str, Any]:
     return {"instance_type": instance_type, "nodes": node_count}
 
 
-def read(run_dir: Path) -> list[dict[str, Any]]:
-    """Every well-formed event of a run's ledger, in order (a torn last line is skipped)."""
-    path = Path(run_dir) / LEDGER
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed line of a JSON-lines file, in order; a line torn by a hard kill is skipped."""
+    path = Path(path)
     if not path.is_file():
         return []
-    events = []
+    entries = []
     for line in path.read_text().splitlines():
         try:
-            events.append(json.loads(line))
+            entries.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    return events
+    return entries
+
+
+def read(run_dir: Path) -> list[dict[str, Any]]:
+    """Every well-formed event of a run's ledger, in order."""
+    return read_jsonl(Path(run_dir) / LEDGER)

@@ -122,8 +122,7 @@ def _finish(cfg: DictConfig, trainer, run_dir: Path, device: str) -> float:
     from algos.ppo import METRICS
     from core import checkpoint
 
-    metrics_path = run_dir / METRICS
-    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.is_file() else []
+    metrics = ledger.read_jsonl(run_dir / METRICS)
     objective = _objective(metrics, cfg.objective)
     newest = checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)
     summary = {

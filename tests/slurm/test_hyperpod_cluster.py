@@ -146,9 +146,12 @@ def test_two_node_run_trains_with_two_ranks_and_rank_zero_alone_writes(slurm_clu
     assert summary_iterations(run_dir) == 4
 
 
-def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_cluster, tmp_path):
-    # No periodic checkpoint before the end: the only one in the middle is the one written at the signal.
-    result = train(slurm_cluster, tmp_path, "algo.max_iterations=100", "algo.save_interval=1000")
+def preempt_once_and_finish(slurm_cluster, tmp_path, *overrides: str) -> tuple[dict, Path]:
+    """Submit a run, send it SIGUSR2 (preemption) after 3 iterations, and wait until its requeued job completes.
+
+    Returns the submitted run's record and its metrics file.
+    """
+    result = train(slurm_cluster, tmp_path, *overrides, "algo.save_interval=1000")
     assert result.returncode == 0, result.stderr
     (run,) = submitted(tmp_path)
     metrics = Path(run["run_dir"]) / "metrics.jsonl"
@@ -156,11 +159,15 @@ def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_c
         lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training to start", interval=0.05
     )
     slurm_cluster.run("scancel", "--signal=USR2", run["job_id"])
-
     states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
     assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
     assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    return run, metrics
 
+
+def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_cluster, tmp_path):
+    # No periodic checkpoint before the end: the only one in the middle is the one written at the signal.
+    run, _ = preempt_once_and_finish(slurm_cluster, tmp_path, "algo.max_iterations=100")
     events = ledger(run["run_dir"])
     (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
     assert "SIGUSR2" in stopped["reason"] and 3 <= stopped["iteration"] < 100
@@ -178,18 +185,7 @@ def test_preempted_run_is_requeued_and_ends_at_the_exact_iteration_count(slurm_c
 
 
 def test_preempted_two_node_run_stops_both_ranks_at_one_iteration_and_resumes_with_two(slurm_cluster, tmp_path):
-    result = train(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=60", "algo.save_interval=1000")
-    assert result.returncode == 0, result.stderr
-    (run,) = submitted(tmp_path)
-    metrics = Path(run["run_dir"]) / "metrics.jsonl"
-    wait_for(
-        lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training to start", interval=0.05
-    )
-    slurm_cluster.run("scancel", "--signal=USR2", run["job_id"])
-
-    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
-    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
-    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    run, metrics = preempt_once_and_finish(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=60")
     events = ledger(run["run_dir"])
     (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
     (resumed,) = [event for event in events if event["event"] == "resume"]
