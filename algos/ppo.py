@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import statistics
@@ -13,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from rsl_rl.runners import OnPolicyRunner
-from rsl_rl.utils import check_nan
 
+from algos import speed
 from core import checkpoint, lifecycle
 from core.distributed import DistInfo, any_rank, init_process_group
 
@@ -74,7 +75,21 @@ class PPOTrainer(OnPolicyRunner):
         on_checkpoint: Callable[[int, Path], None] | None = None,
     ) -> None:
         self._dist = dist
+        train_cfg = dict(train_cfg)
+        self.speed: dict[str, bool] = dict(train_cfg.pop("speed", None) or {})
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
+        cuda = str(self.device).startswith("cuda")
+        if cuda and self.speed.get("tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        unsupported = speed.sync_free_supported(self.alg)
+        if self.speed.get("sync_free_update") and unsupported:
+            print(f"[rlforge] algo.speed.sync_free_update: not used with {unsupported}; rsl-rl's update runs")
+        self.sync_free = bool(self.speed.get("sync_free_update")) and unsupported is None
+        if self.sync_free:
+            speed.use_fused_optimizer(self.alg.optimizer)
+        self.graph_policy = bool(self.speed.get("graph_policy")) and cuda
+        self._graphed_act: speed.GraphedAct | None = None
         self.iterations_done = 0
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = keep_checkpoints
@@ -145,6 +160,8 @@ class PPOTrainer(OnPolicyRunner):
         self.alg.learning_rate = state.get("learning_rate", self.alg.learning_rate)
         for group in self.alg.optimizer.param_groups:
             group["lr"] = self.alg.learning_rate
+        if self.sync_free:  # loading brought back the saved optimizer flags
+            speed.use_fused_optimizer(self.alg.optimizer)
         self.iterations_done = int(state["iter"])
         self.logger.tot_timesteps = state.get("logger", {}).get("tot_timesteps", 0)
         self.logger.tot_time = state.get("logger", {}).get("tot_time", 0.0)
@@ -184,6 +201,41 @@ class PPOTrainer(OnPolicyRunner):
             stats["Train/mean_episode_length"] = statistics.mean(self.logger.lenbuffer)
         return stats
 
+    def _policy_step(self, obs) -> Callable:
+        """The per-step policy call: a CUDA graph of ``alg.act`` when enabled and possible, else ``alg.act``."""
+        if self.graph_policy and self._graphed_act is None:
+            try:
+                self._graphed_act = speed.GraphedAct(self.alg, obs)
+            except (RuntimeError, ValueError) as error:
+                print(f"[rlforge] algo.speed.graph_policy: not used ({error}); the policy runs eagerly")
+                self.graph_policy = False
+        return self._graphed_act if self._graphed_act is not None else self.alg.act
+
+    def collect(self, obs, nan_watch: speed.NanWatch | None = None):
+        """One rollout of ``num_steps_per_env`` steps into the storage (call under ``torch.inference_mode``);
+        returns the last observations."""
+        act = self._policy_step(obs)
+        for _ in range(self.cfg["num_steps_per_env"]):
+            actions = act(obs)
+            obs, rewards, dones, extras = self.env.step(actions.to(self.env.device))
+            if nan_watch is not None:
+                nan_watch.add(obs, rewards, dones)
+            obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
+            self.alg.process_env_step(obs, rewards, dones, extras)
+            self.logger.process_env_step(rewards, dones, extras, None)
+        if nan_watch is not None:
+            nan_watch.check()
+        return obs
+
+    def learn(self, obs) -> dict[str, float]:
+        """Returns and advantages from the stored rollout, then the PPO update; returns the mean losses."""
+        with torch.inference_mode():
+            self.alg.compute_returns(obs)
+        return self._update()
+
+    def _update(self) -> dict[str, float]:
+        return speed.sync_free_update(self.alg) if self.sync_free else self.alg.update()
+
     def train(self, until: int) -> None:
         """Run iterations until ``until`` are done; raise :class:`~core.lifecycle.Interrupted` on a stop request."""
         if self.cfg.get("init_at_random_ep_len") and self.iterations_done == 0:
@@ -197,24 +249,18 @@ class PPOTrainer(OnPolicyRunner):
         self.logger.init_logging_writer()
         metrics_path = Path(self.logger.log_dir) / METRICS if self.logger.log_dir and self._dist.is_main else None
         start_it = self.iterations_done
-        check = self.cfg.get("check_for_nan", True)
+        nan_watch = speed.NanWatch() if self.cfg.get("check_for_nan", True) else None
+        if self.speed.get("freeze_gc"):
+            gc.freeze()
         try:
             for it in range(start_it, until):
                 start = time.perf_counter()
                 self.allreduce_s = 0.0
                 with torch.inference_mode():
-                    for _ in range(self.cfg["num_steps_per_env"]):
-                        actions = self.alg.act(obs)
-                        obs, rewards, dones, extras = self.env.step(actions.to(self.env.device))
-                        if check:
-                            check_nan(obs, rewards, dones)
-                        obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
-                        self.alg.process_env_step(obs, rewards, dones, extras)
-                        self.logger.process_env_step(rewards, dones, extras, None)
-                    collect_time = time.perf_counter() - start
-                    learn_start = time.perf_counter()
-                    self.alg.compute_returns(obs)
-                loss_dict = self.alg.update()
+                    obs = self.collect(obs, nan_watch)
+                collect_time = time.perf_counter() - start
+                learn_start = time.perf_counter()
+                loss_dict = self.learn(obs)
                 learn_time = time.perf_counter() - learn_start
                 self.iterations_done = it + 1
                 self.current_learning_iteration = it
@@ -254,6 +300,8 @@ class PPOTrainer(OnPolicyRunner):
                         lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done
                     )
         finally:
+            if self.speed.get("freeze_gc"):
+                gc.unfreeze()
             self.logger.stop_logging_writer()
             if self.logger.writer is not None and hasattr(self.logger.writer, "flush"):
                 self.logger.writer.flush()

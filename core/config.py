@@ -232,6 +232,23 @@ class PPOAlgorithmConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How the training loop uses the device. None of these changes the PPO arithmetic rsl-rl defines; see
+    ``docs/benchmarks.md`` for what each measured."""
+
+    sync_free_update: bool = True
+    """Run PPO's update without waiting for the device between mini-batches (adaptive learning rate and loss means
+    kept on the device, fused Adam). Feed-forward models without RND or symmetry; others use rsl-rl's update."""
+    graph_policy: bool = True
+    """Record the policy's per-step inference as a CUDA graph and replay it (CUDA, feed-forward models only)."""
+    tf32: bool = True
+    """Allow TF32 matrix products on CUDA, as Isaac Lab's own rsl-rl trainer does; false keeps full float32."""
+    freeze_gc: bool = True
+    """Move the objects that exist when training starts out of Python's garbage collector's scans
+    (``gc.freeze()``), so its periodic full scans no longer walk the simulator's millions of objects."""
+
+
+@dataclass
 class AlgoConfig:
     """The learner: rsl-rl's OnPolicyRunner settings with rsl-rl's own key names."""
 
@@ -258,7 +275,9 @@ class AlgoConfig:
     init_at_random_ep_len: bool = True
     """Start episodes at random lengths so resets spread over time."""
     check_for_nan: bool = True
-    """Fail on NaN observations or rewards."""
+    """Fail on NaN observations or rewards (checked on the device each step, read once per iteration)."""
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    """How the loop runs on the device (same learning either way)."""
 
 
 # ------------------------------------------------------------------------------------------- logger

@@ -1,0 +1,158 @@
+"""The loop's speed settings compute what rsl-rl computes: the sync-free update, the NaN watch, the graphed policy."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from algos import speed
+
+
+def _toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None):
+    from omegaconf import OmegaConf
+
+    from algos.ppo import PPOTrainer, runner_config
+    from core.distributed import dist_info
+    from tasks import build_env
+
+    cfg = compose_cfg(["task=toy", "task.num_envs=64", "algo.num_steps_per_env=16", *(overrides or [])])
+    torch.manual_seed(0)
+    handle = build_env(cfg.task, device, 0)
+    train_cfg = runner_config(
+        OmegaConf.to_container(cfg.algo, resolve=True),
+        {"kind": "tensorboard"},
+        seed=0,
+        device=device,
+        run_dir=tmp_path,
+        experiment="speed",
+        wandb_run_id="none",
+    )
+    trainer = PPOTrainer(
+        handle.env,
+        train_cfg,
+        log_dir=None,
+        device=device,
+        dist=dist_info(),
+        checkpoint_dir=tmp_path / "checkpoints",
+        keep_checkpoints=1,
+    )
+    return handle, trainer
+
+
+def _rollout(trainer) -> None:
+    trainer.alg.train_mode()
+    obs = trainer.env.get_observations().to(trainer.device)
+    with torch.inference_mode():
+        obs = trainer.collect(obs)
+        trainer.alg.compute_returns(obs)
+
+
+def test_sync_free_update_matches_rsl_rl_update(compose_cfg, tmp_path):
+    handle, trainer = _toy_trainer(compose_cfg, tmp_path, overrides=["algo.speed.sync_free_update=false"])
+    try:
+        _rollout(trainer)
+        # Make the adaptive schedule act: a KL target far below what one update moves, so the rate drops.
+        trainer.alg.desired_kl = 1e-6
+        theirs, ours = copy.deepcopy(trainer.alg), copy.deepcopy(trainer.alg)
+        start_lr = trainer.alg.learning_rate
+    finally:
+        handle.close()
+
+    torch.manual_seed(7)
+    their_losses = theirs.update()
+    speed.use_fused_optimizer(ours.optimizer)
+    torch.manual_seed(7)
+    our_losses = speed.sync_free_update(ours)
+
+    assert theirs.learning_rate < start_lr  # the schedule did change the rate, mini-batch by mini-batch
+    assert ours.learning_rate == pytest.approx(theirs.learning_rate, rel=1e-5)
+    assert set(our_losses) == set(their_losses)
+    for key, value in their_losses.items():
+        assert our_losses[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    for mine, reference in zip(ours.actor.parameters(), theirs.actor.parameters(), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+    for mine, reference in zip(ours.critic.parameters(), theirs.critic.parameters(), strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+    # The optimizer keeps a plain number as its rate, so checkpoints look as rsl-rl's do.
+    assert all(isinstance(g["lr"], float) for g in ours.optimizer.param_groups)
+    assert ours.storage.step == 0  # storage cleared, as rsl-rl's update leaves it
+
+
+@pytest.mark.parametrize(
+    ("lr", "kl", "expected"),
+    [
+        (1e-3, 0.05, 1e-3 / 1.5),  # above twice the target: slower
+        (1e-3, 0.001, 1e-3 * 1.5),  # below half the target: faster
+        (1e-3, 0.01, 1e-3),  # in between: kept
+        (1e-3, 0.0, 1e-3),  # zero KL: kept (rsl-rl asks for kl > 0)
+        (1.2e-5, 0.05, 1e-5),  # floor
+        (9e-3, 0.0001, 1e-2),  # ceiling
+    ],
+)
+def test_adaptive_rate_on_the_device_follows_rsl_rl(lr, kl, expected):
+    rate = torch.tensor(lr)
+    speed._adapt_learning_rate(rate, torch.tensor(kl), desired_kl=0.01)
+    assert float(rate) == pytest.approx(expected, rel=1e-6)
+
+
+def test_nan_watch_names_the_output_and_starts_over():
+    watch = speed.NanWatch()
+    clean = TensorDict({"policy": torch.zeros(4, 3)}, batch_size=[4])
+    watch.add(clean, torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    watch.check()  # nothing found
+    bad = TensorDict({"policy": torch.tensor([[0.0, float("nan"), 0.0]] * 4)}, batch_size=[4])
+    watch.add(bad, torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    watch.add(clean, torch.tensor([0.0, float("nan"), 0.0, 0.0]), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"observation group 'policy', rewards"):
+        watch.check()
+    watch.add(clean, torch.zeros(4), torch.zeros(4, dtype=torch.long))
+    watch.check()  # flags were reset
+
+
+def test_unsupported_update_falls_back_to_rsl_rl(compose_cfg, tmp_path):
+    handle, trainer = _toy_trainer(compose_cfg, tmp_path)
+    try:
+        assert trainer.sync_free
+        trainer.alg.rnd = object()  # any RND module makes the update rsl-rl's
+        assert speed.sync_free_supported(trainer.alg) == "random network distillation"
+    finally:
+        handle.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
+def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg, tmp_path):
+    handle, trainer = _toy_trainer(compose_cfg, tmp_path, device="cuda")
+    try:
+        alg = trainer.alg
+        alg.train_mode()
+        obs = trainer.env.get_observations().to(trainer.device)
+        with torch.inference_mode():
+            graphed = speed.GraphedAct(alg, obs)
+            first = graphed(obs).clone()
+            values, mean = alg.transition.values.clone(), alg.transition.distribution_params[0].clone()
+            alg.transition.clear()
+            alg.act(obs)
+            torch.testing.assert_close(alg.transition.values, values)
+            torch.testing.assert_close(alg.transition.distribution_params[0], mean)
+            alg.transition.clear()
+            second = graphed(obs).clone()
+            assert not torch.equal(first, second)  # a fresh sample each replay
+            other = obs.clone()
+            other["policy"] += 1.0
+            graphed(other)
+            assert not torch.equal(alg.transition.values, values)  # reads the new observations
+        with torch.no_grad():
+            for p in alg.critic.parameters():
+                p.add_(0.1)
+        with torch.inference_mode():
+            graphed(obs)
+            changed = alg.transition.values.clone()
+            alg.transition.clear()
+            alg.act(obs)
+            torch.testing.assert_close(alg.transition.values, changed)
+    finally:
+        handle.close()
