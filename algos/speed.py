@@ -7,14 +7,15 @@ device to drain. Each piece here removes some of that and keeps rsl-rl's arithme
 - :func:`sync_free_update`: rsl-rl's ``PPO.update`` (feed-forward actor and critic, no RND or symmetry), with the
   adaptive learning rate decided on the device and the loss means summed there, so the host never waits for the
   device in the middle of an update (rsl-rl waits four times per mini-batch); Adam runs fused, one kernel per step.
-- :class:`GraphedAct`: rsl-rl's ``PPO.act`` (actor, sample, log-probability, critic) recorded once as a CUDA graph
-  and replayed each step.
+- :class:`GraphedAct`: the actor's and critic's forward passes of rsl-rl's ``PPO.act`` recorded once as a CUDA
+  graph and replayed each step; sampling stays eager.
 - :class:`NanWatch`: the NaN check of every step's observations, rewards and dones kept on the device and read once
   per iteration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -135,42 +136,79 @@ def sync_free_update(alg) -> dict[str, float]:
     return {"value": means[0], "surrogate": means[1], "entropy": means[2]}
 
 
-class GraphedAct:
-    """``alg.act(obs)`` replayed from a CUDA graph: the same kernels, launched by the device instead of Python.
+def act_with(alg, obs, networks: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """rsl-rl's ``PPO.act`` for feed-forward ``MLPModel`` actor and critic, with the two networks' forward passes
+    done by ``networks(obs) -> (actor MLP output, critic values)``; sampling and bookkeeping as rsl-rl does them."""
+    actor = alg.actor
+    mlp_output, values = networks(obs)
+    t = alg.transition
+    t.hidden_states = (None, None)
+    actor.distribution.update(mlp_output)
+    t.actions = actor.distribution.sample().detach()
+    t.values = values.detach()
+    t.actions_log_prob = actor.get_output_log_prob(t.actions).detach()
+    t.distribution_params = tuple(p.detach() for p in actor.output_distribution_params)
+    t.observations = obs
+    return t.actions
 
-    The graph reads a static copy of the observations and writes the transition's actions, values,
-    log-probabilities and distribution parameters into buffers of its own; rollout storage copies them before the
-    next step. Parameters are updated in place by the optimizer and by checkpoint loading, so the graph always sees
-    the current policy. Sampling draws from the default CUDA generator, as the eager call does.
+
+def eager_networks(alg) -> Callable[[Any], tuple[torch.Tensor, torch.Tensor]]:
+    """The actor's MLP output and the critic's values, computed as rsl-rl's models compute them."""
+
+    def networks(obs):
+        return alg.actor.mlp(alg.actor.get_latent(obs)), alg.critic(obs)
+
+    return networks
+
+
+def graph_unsupported(alg) -> str | None:
+    """Why the policy step of ``alg`` cannot be replayed from a graph, or None when it can."""
+    from rsl_rl.models import MLPModel
+
+    for name in ("actor", "critic"):
+        model = getattr(alg, name)
+        if type(model) is not MLPModel:
+            return f"the {name} is a {type(model).__name__} (plain MLPModel only)"
+    if alg.actor.distribution is None:
+        return "the actor has no output distribution"
+    return None
+
+
+class GraphedAct:
+    """``alg.act(obs)`` with the actor's and critic's forward passes replayed from one CUDA graph.
+
+    The graph reads a static copy of the observations and writes the networks' outputs into buffers of its own;
+    sampling, log-probabilities and the transition's bookkeeping then run as rsl-rl runs them (:func:`act_with`),
+    so the random stream is the eager one. Parameters are updated in place by the optimizer and by checkpoint
+    loading, so the graph always computes with the current policy.
     """
 
     def __init__(self, alg, obs, warmup: int = 2) -> None:
-        if alg.actor.is_recurrent or alg.critic.is_recurrent:
-            raise ValueError("a CUDA graph of the policy needs feed-forward models (recurrent state is not static)")
+        reason = graph_unsupported(alg)
+        if reason:
+            raise ValueError(reason)
         self.alg = alg
-        self.eager = alg.act
+        networks = eager_networks(alg)
         self.static_obs = obs.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # first calls set up cuBLAS handles and allocator pools outside the capture
             for _ in range(warmup):
-                self.eager(self.static_obs)
+                networks(self.static_obs)
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.eager(self.static_obs)
-        t = alg.transition
-        self.outputs = (t.actions, t.values, t.actions_log_prob, t.distribution_params)
-        t.clear()
+        # Thread-local: work that other threads (the simulator's, a logger's) submit meanwhile does not void it.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.outputs = networks(self.static_obs)
 
-    def __call__(self, obs) -> torch.Tensor:
+    def networks(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
         self.static_obs.update_(obs)
         self.graph.replay()
-        t = self.alg.transition
-        t.hidden_states = (None, None)
-        t.actions, t.values, t.actions_log_prob, t.distribution_params = self.outputs
-        t.observations = obs
-        return t.actions
+        return self.outputs
+
+    def __call__(self, obs) -> torch.Tensor:
+        return act_with(self.alg, obs, self.networks)
 
 
 class NanWatch:

@@ -123,6 +123,32 @@ def test_unsupported_update_falls_back_to_rsl_rl(compose_cfg, tmp_path):
         handle.close()
 
 
+def test_policy_step_from_separate_networks_equals_rsl_rl_act(compose_cfg, tmp_path):
+    """The graphed step's eager half, fed by eager networks, gives rsl-rl's act bit for bit (samples included)."""
+    handle, trainer = _toy_trainer(compose_cfg, tmp_path)
+    try:
+        alg = trainer.alg
+        assert speed.graph_unsupported(alg) is None
+        obs = trainer.env.get_observations().to(trainer.device)
+        with torch.inference_mode():
+            torch.manual_seed(3)
+            theirs = alg.act(obs).clone()
+            their_transition = copy.copy(alg.transition)
+            alg.transition = type(alg.transition)()
+            torch.manual_seed(3)
+            ours = speed.act_with(alg, obs, speed.eager_networks(alg))
+        assert torch.equal(ours, theirs)
+        for field in ("values", "actions_log_prob"):
+            assert torch.equal(getattr(alg.transition, field), getattr(their_transition, field)), field
+        for mine, reference in zip(
+            alg.transition.distribution_params, their_transition.distribution_params, strict=True
+        ):
+            assert torch.equal(mine, reference)
+        assert alg.transition.observations is obs
+    finally:
+        handle.close()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
 def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg, tmp_path):
     handle, trainer = _toy_trainer(compose_cfg, tmp_path, device="cuda")
@@ -140,7 +166,7 @@ def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg,
             torch.testing.assert_close(alg.transition.distribution_params[0], mean)
             alg.transition.clear()
             second = graphed(obs).clone()
-            assert not torch.equal(first, second)  # a fresh sample each replay
+            assert not torch.equal(first, second)  # a fresh sample each step
             other = obs.clone()
             other["policy"] += 1.0
             graphed(other)
