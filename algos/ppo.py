@@ -89,7 +89,10 @@ class PPOTrainer(OnPolicyRunner):
         if self.sync_free:
             speed.use_fused_optimizer(self.alg.optimizer)
         self.graph_policy = bool(self.speed.get("graph_policy")) and cuda
+        self.graph_update = self.sync_free and bool(self.speed.get("graph_update")) and cuda
         self._graphed_act: speed.GraphedAct | None = None
+        self._graphed_update: speed.GraphedUpdate | None = None
+        self._update_data = None
         self.iterations_done = 0
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = keep_checkpoints
@@ -162,6 +165,8 @@ class PPOTrainer(OnPolicyRunner):
             group["lr"] = self.alg.learning_rate
         if self.sync_free:  # loading brought back the saved optimizer flags
             speed.use_fused_optimizer(self.alg.optimizer)
+        # Loading replaced the optimizer's state tensors: graphs and views recorded before are stale.
+        self._graphed_act, self._graphed_update, self._update_data = None, None, None
         self.iterations_done = int(state["iter"])
         self.logger.tot_timesteps = state.get("logger", {}).get("tot_timesteps", 0)
         self.logger.tot_time = state.get("logger", {}).get("tot_time", 0.0)
@@ -234,7 +239,21 @@ class PPOTrainer(OnPolicyRunner):
         return self._update()
 
     def _update(self) -> dict[str, float]:
-        return speed.sync_free_update(self.alg) if self.sync_free else self.alg.update()
+        """PPO's update: replayed from a CUDA graph, or sync-free, or rsl-rl's own, as the speed settings allow."""
+        if self.graph_update and self._graphed_update is None:
+            try:
+                self._graphed_update = speed.GraphedUpdate(self.alg)
+            except (RuntimeError, ValueError) as error:
+                print(f"[rlforge] algo.speed.graph_update: not used ({error}); the update runs eagerly")
+                self.graph_update = False
+                speed.use_fused_optimizer(self.alg.optimizer)
+        if self._graphed_update is not None:
+            return self._graphed_update()
+        if not self.sync_free:
+            return self.alg.update()
+        if self._update_data is None:
+            self._update_data = speed.UpdateData(self.alg)
+        return speed.sync_free_update(self.alg, self._update_data)
 
     def train(self, until: int) -> None:
         """Run iterations until ``until`` are done; raise :class:`~core.lifecycle.Interrupted` on a stop request."""

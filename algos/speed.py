@@ -60,7 +60,106 @@ def _adapt_learning_rate(lr: torch.Tensor, kl_mean: torch.Tensor, desired_kl: fl
     lr.copy_(torch.where(decrease, lower, torch.where(increase, higher, lr)))
 
 
-def sync_free_update(alg) -> dict[str, float]:
+class UpdateData:
+    """The rollout as flat tensors at fixed addresses, and the mini-batch step's own state on the device.
+
+    Storage tensors are written in place every rollout, so views of them stay valid; advantages are re-created
+    by ``compute_returns`` each iteration and are copied into a buffer of this object by :meth:`load`.
+    """
+
+    def __init__(self, alg) -> None:
+        st = alg.storage
+        device = st.actions.device
+        self.observations = {key: value.flatten(0, 1) for key, value in st.observations.items()}
+        self.actions = st.actions.flatten(0, 1)
+        self.values = st.values.flatten(0, 1)
+        self.returns = st.returns.flatten(0, 1)
+        self.old_log_prob = st.actions_log_prob.flatten(0, 1)
+        self.old_params = tuple(p.flatten(0, 1) for p in st.distribution_params)
+        self.advantages = torch.zeros_like(self.values)
+        self.batch = st.num_envs * st.num_transitions_per_env
+        self.mini_batch = self.batch // alg.num_mini_batches
+        self.idx = torch.zeros(self.mini_batch, dtype=torch.long, device=device)
+        self.lr = torch.tensor(float(alg.learning_rate), dtype=torch.float32, device=device)
+        self.sums = torch.zeros(3, device=device)
+
+    def load(self, alg) -> None:
+        """This iteration's advantages and the current rate; loss sums start at zero."""
+        self.advantages.copy_(alg.storage.advantages.flatten(0, 1))
+        self.lr.fill_(float(alg.learning_rate))
+        self.sums.zero_()
+
+
+def _minibatch_step(alg, data: UpdateData) -> None:
+    """One PPO mini-batch step of rsl-rl's update on the samples ``data.idx``: losses, the KL-adapted learning rate,
+    backward, gradient clipping, optimizer step; loss values are added to ``data.sums``.
+
+    The actor's distribution is set from its network output without drawing the sample rsl-rl draws and discards.
+    """
+    from tensordict import TensorDict
+
+    idx = data.idx
+    obs = TensorDict({key: value[idx] for key, value in data.observations.items()}, batch_size=[idx.shape[0]])
+    actions, old_values, returns = data.actions[idx], data.values[idx], data.returns[idx]
+    advantages, old_log_prob = data.advantages[idx], data.old_log_prob[idx]
+    old_params = tuple(p[idx] for p in data.old_params)
+    if alg.normalize_advantage_per_mini_batch:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    actor = alg.actor
+    with torch.amp.autocast(device_type=idx.device.type, enabled=alg.use_mixed_precision, dtype=torch.bfloat16):
+        actor.distribution.update(actor.mlp(actor.get_latent(obs)))
+        log_prob = actor.get_output_log_prob(actions)
+        values = alg.critic(obs)
+        params = actor.output_distribution_params
+        entropy = actor.output_entropy
+        if alg.desired_kl is not None and alg.schedule == "adaptive":
+            with torch.no_grad():
+                kl_mean = torch.mean(actor.get_kl_divergence(old_params, params))
+                if alg.is_multi_gpu:
+                    torch.distributed.all_reduce(kl_mean, op=torch.distributed.ReduceOp.SUM)
+                    kl_mean /= alg.gpu_world_size
+                _adapt_learning_rate(data.lr, kl_mean, alg.desired_kl)
+        ratio = torch.exp(log_prob - torch.squeeze(old_log_prob))
+        advantages = torch.squeeze(advantages)
+        surrogate = -advantages * ratio
+        surrogate_clipped = -advantages * torch.clamp(ratio, 1.0 - alg.clip_param, 1.0 + alg.clip_param)
+        surrogate_loss = torch.max(surrogate, surrogate_clipped).mean()
+        if alg.use_clipped_value_loss:
+            value_clipped = old_values + (values - old_values).clamp(-alg.clip_param, alg.clip_param)
+            value_loss = torch.max((values - returns).pow(2), (value_clipped - returns).pow(2)).mean()
+        else:
+            value_loss = (returns - values).pow(2).mean()
+        entropy_mean = entropy.mean()
+        loss = surrogate_loss + alg.value_loss_coef * value_loss - alg.entropy_coef * entropy_mean
+    alg.optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    if alg.is_multi_gpu:
+        alg.reduce_parameters()
+    nn.utils.clip_grad_norm_(alg.actor.parameters(), alg.max_grad_norm)
+    nn.utils.clip_grad_norm_(alg.critic.parameters(), alg.max_grad_norm)
+    alg.optimizer.step()
+    data.sums += torch.stack([value_loss.detach(), surrogate_loss.detach(), entropy_mean.detach()]).float()
+
+
+def _finish_update(alg, data: UpdateData) -> dict[str, float]:
+    """Read the rate and loss means back (the update's one wait for the device), update normalizers, clear."""
+    alg.learning_rate = float(data.lr)
+    for group in alg.optimizer.param_groups:
+        group["lr"] = alg.learning_rate  # checkpoints keep a plain number, as rsl-rl's do
+    obs = alg.storage.observations.flatten(0, 1)
+    alg.actor.update_normalization(obs)
+    alg.critic.update_normalization(obs)
+    means = (data.sums / (alg.num_learning_epochs * alg.num_mini_batches)).tolist()
+    alg.storage.clear()
+    return {"value": means[0], "surrogate": means[1], "entropy": means[2]}
+
+
+def _permutation(alg, data: UpdateData) -> torch.Tensor:
+    """Mini-batch order as rsl-rl's generator draws it: one permutation, reused by every epoch."""
+    return torch.randperm(alg.num_mini_batches * data.mini_batch, device=data.idx.device)
+
+
+def sync_free_update(alg, data: UpdateData | None = None) -> dict[str, float]:
     """One PPO update of ``alg`` (an rsl-rl ``PPO``), as ``alg.update()`` computes it, waiting for the device once.
 
     The differences from rsl-rl's loop are where numbers live, not what they are: the learning rate is a device
@@ -68,72 +167,104 @@ def sync_free_update(alg) -> dict[str, float]:
     the three loss means are summed on the device and read at the end (rsl-rl reads each with ``.item()``). In a
     distributed run every rank derives the same rate from the all-reduced KL, where rsl-rl broadcasts rank 0's.
     """
-    device = alg.storage.actions.device
-    lr = torch.tensor(float(alg.learning_rate), dtype=torch.float32, device=device)
-    groups = alg.optimizer.param_groups
-    for group in groups:
-        group["lr"] = lr
-    sums = torch.zeros(3, device=device)
-    adaptive = alg.desired_kl is not None and alg.schedule == "adaptive"
-    updates = 0
+    data = data or UpdateData(alg)
+    data.load(alg)
+    for group in alg.optimizer.param_groups:
+        group["lr"] = data.lr
     try:
-        for batch in alg.storage.mini_batch_generator(alg.num_mini_batches, alg.num_learning_epochs):
-            if alg.normalize_advantage_per_mini_batch:
-                with torch.no_grad():
-                    batch.advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
-            with torch.amp.autocast(
-                device_type=torch.device(alg.device).type, enabled=alg.use_mixed_precision, dtype=torch.bfloat16
-            ):
-                alg.actor(batch.observations, masks=batch.masks, hidden_state=None, stochastic_output=True)
-                actions_log_prob = alg.actor.get_output_log_prob(batch.actions)
-                values = alg.critic(batch.observations, masks=batch.masks, hidden_state=None)
-                distribution_params = alg.actor.output_distribution_params
-                entropy = alg.actor.output_entropy
-                if adaptive:
-                    with torch.no_grad():
-                        kl_mean = torch.mean(
-                            alg.actor.get_kl_divergence(batch.old_distribution_params, distribution_params)
-                        )
-                        if alg.is_multi_gpu:
-                            torch.distributed.all_reduce(kl_mean, op=torch.distributed.ReduceOp.SUM)
-                            kl_mean /= alg.gpu_world_size
-                        _adapt_learning_rate(lr, kl_mean, alg.desired_kl)
-                ratio = torch.exp(actions_log_prob - torch.squeeze(batch.old_actions_log_prob))
-                advantages = torch.squeeze(batch.advantages)
-                surrogate = -advantages * ratio
-                surrogate_clipped = -advantages * torch.clamp(ratio, 1.0 - alg.clip_param, 1.0 + alg.clip_param)
-                surrogate_loss = torch.max(surrogate, surrogate_clipped).mean()
-                if alg.use_clipped_value_loss:
-                    value_clipped = batch.values + (values - batch.values).clamp(-alg.clip_param, alg.clip_param)
-                    value_losses = (values - batch.returns).pow(2)
-                    value_losses_clipped = (value_clipped - batch.returns).pow(2)
-                    value_loss = torch.max(value_losses, value_losses_clipped).mean()
-                else:
-                    value_loss = (batch.returns - values).pow(2).mean()
-                entropy_mean = entropy.mean()
-                loss = surrogate_loss + alg.value_loss_coef * value_loss - alg.entropy_coef * entropy_mean
-
-            alg.optimizer.zero_grad()
-            loss.backward()
-            if alg.is_multi_gpu:
-                alg.reduce_parameters()
-            nn.utils.clip_grad_norm_(alg.actor.parameters(), alg.max_grad_norm)
-            nn.utils.clip_grad_norm_(alg.critic.parameters(), alg.max_grad_norm)
-            alg.optimizer.step()
-            sums += torch.stack([value_loss.detach(), surrogate_loss.detach(), entropy_mean.detach()]).float()
-            updates += 1
+        order = _permutation(alg, data)
+        for _ in range(alg.num_learning_epochs):
+            for i in range(alg.num_mini_batches):
+                data.idx.copy_(order[i * data.mini_batch : (i + 1) * data.mini_batch])
+                _minibatch_step(alg, data)
     finally:
-        # The checkpointed optimizer state keeps a plain number, as rsl-rl's does.
-        alg.learning_rate = float(lr)
-        for group in groups:
-            group["lr"] = alg.learning_rate
+        result = _finish_update(alg, data)
+    return result
 
-    obs = alg.storage.observations.flatten(0, 1)
-    alg.actor.update_normalization(obs)
-    alg.critic.update_normalization(obs)
-    means = (sums / max(updates, 1)).tolist()
-    alg.storage.clear()
-    return {"value": means[0], "surrogate": means[1], "entropy": means[2]}
+
+def graph_update_unsupported(alg) -> str | None:
+    """Why :class:`GraphedUpdate` cannot run ``alg``'s update, or None when it can."""
+    reason = sync_free_supported(alg) or graph_unsupported(alg)
+    if reason:
+        return reason
+    if alg.is_multi_gpu:
+        return "distributed training (the gradient all-reduce stays outside graphs)"
+    if alg.use_mixed_precision:
+        return "mixed precision"
+    if not str(alg.device).startswith("cuda"):
+        return "a CPU device"
+    return None
+
+
+class GraphedUpdate:
+    """The PPO update as replays of one CUDA graph of the mini-batch step (:func:`_minibatch_step`).
+
+    The graph is recorded at the first update. Recording needs the optimizer's state and the autograd engine set
+    up beforehand, which takes a few real steps; those are run on the same rollout and then undone (parameters,
+    optimizer state and counters copied back in place), so the first update learns what it would have learned.
+    Each update then copies this iteration's advantages and rate in, and per mini-batch its sample indices, and
+    replays: no Python per kernel, no wait for the device until the end.
+    """
+
+    def __init__(self, alg, warmup: int = 3) -> None:
+        reason = graph_update_unsupported(alg)
+        if reason:
+            raise ValueError(reason)
+        self.alg = alg
+        self.data = data = UpdateData(alg)
+        optimizer = alg.optimizer
+        for group in optimizer.param_groups:
+            group["fused"], group["foreach"], group["capturable"] = True, False, True
+            group["lr"] = data.lr
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        saved_params = [p.detach().clone() for p in params]
+        saved_state = {
+            p: {k: v.clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
+            for p in params
+            if p in optimizer.state
+        }
+        data.load(alg)
+        data.idx.copy_(_permutation(alg, data)[: data.mini_batch])
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    _minibatch_step(alg, data)
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                _minibatch_step(alg, data)
+        finally:
+            # Undo the set-up steps in place: the graph holds these very tensors.
+            with torch.no_grad():
+                for param, saved in zip(params, saved_params, strict=True):
+                    param.copy_(saved)
+                for param in params:
+                    state = optimizer.state.get(param, {})
+                    before = saved_state.get(param, {})
+                    for key, value in state.items():
+                        if torch.is_tensor(value):
+                            value.copy_(before[key]) if key in before else value.zero_()
+            for group in optimizer.param_groups:
+                group["lr"] = float(alg.learning_rate)
+            torch.cuda.synchronize()
+
+    def __call__(self) -> dict[str, float]:
+        alg, data = self.alg, self.data
+        data.load(alg)
+        for group in alg.optimizer.param_groups:
+            group["lr"] = data.lr
+        try:
+            order = _permutation(alg, data)
+            for _ in range(alg.num_learning_epochs):
+                for i in range(alg.num_mini_batches):
+                    data.idx.copy_(order[i * data.mini_batch : (i + 1) * data.mini_batch])
+                    self.graph.replay()
+        finally:
+            result = _finish_update(alg, data)
+        return result
 
 
 def act_with(alg, obs, networks: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -241,6 +241,9 @@ class SpeedConfig:
     kept on the device, fused Adam). Feed-forward models without RND or symmetry; others use rsl-rl's update."""
     graph_policy: bool = True
     """Record the policy's per-step inference as a CUDA graph and replay it (CUDA, feed-forward models only)."""
+    graph_update: bool = True
+    """Record PPO's mini-batch step (forward, losses, backward, clipping, Adam) as a CUDA graph and replay it for
+    every mini-batch (CUDA, one process, plain MLP models, no mixed precision; needs ``sync_free_update``)."""
     tf32: bool = True
     """Allow TF32 matrix products on CUDA, as Isaac Lab's own rsl-rl trainer does; false keeps full float32."""
     freeze_gc: bool = True

@@ -182,3 +182,31 @@ def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg,
             torch.testing.assert_close(alg.transition.values, changed)
     finally:
         handle.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
+def test_graphed_update_matches_the_eager_update_over_two_updates(compose_cfg, tmp_path):
+    handle, trainer = _toy_trainer(compose_cfg, tmp_path, device="cuda")
+    try:
+        _rollout(trainer)
+        trainer.alg.desired_kl = 1e-4  # the adaptive schedule moves the rate during the updates
+        eager, graphed_alg = copy.deepcopy(trainer.alg), copy.deepcopy(trainer.alg)
+    finally:
+        handle.close()
+    speed.use_fused_optimizer(eager.optimizer)
+    data = speed.UpdateData(eager)
+    graphed = speed.GraphedUpdate(graphed_alg)
+    for update in range(2):  # the first replay follows the recording; the second, a real optimizer state
+        eager.storage.step = graphed_alg.storage.step = eager.storage.num_transitions_per_env
+        torch.manual_seed(update)
+        eager_losses = speed.sync_free_update(eager, data)
+        torch.manual_seed(update)
+        graphed_losses = graphed()
+        assert graphed_alg.learning_rate == pytest.approx(eager.learning_rate, rel=1e-6)
+        for key, value in eager_losses.items():
+            assert graphed_losses[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (update, key)
+        for mine, reference in zip(graphed_alg.actor.parameters(), eager.actor.parameters(), strict=True):
+            torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+        for mine, reference in zip(graphed_alg.critic.parameters(), eager.critic.parameters(), strict=True):
+            torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
+    assert eager.learning_rate != trainer.alg.learning_rate
