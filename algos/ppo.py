@@ -270,7 +270,8 @@ class PPOTrainer(OnPolicyRunner):
         start_it = self.iterations_done
         nan_watch = speed.NanWatch() if self.cfg.get("check_for_nan", True) else None
         if self.speed.get("freeze_gc"):
-            gc.freeze()
+            gc.freeze()  # what exists now lives as long as the run: keep it out of the collector's scans
+        gc.enable()
         try:
             for it in range(start_it, until):
                 start = time.perf_counter()

@@ -247,8 +247,9 @@ class SpeedConfig:
     tf32: bool = True
     """Allow TF32 matrix products on CUDA, as Isaac Lab's own rsl-rl trainer does; false keeps full float32."""
     freeze_gc: bool = True
-    """Move the objects that exist when training starts out of Python's garbage collector's scans
-    (``gc.freeze()``), so its periodic full scans no longer walk the simulator's millions of objects."""
+    """Hold Python's cyclic garbage collector while the run starts up, then move the objects that exist when
+    training starts out of its scans (``gc.freeze()``): its full scans of the simulator's millions of long-lived
+    objects cost seconds of start-up and find next to nothing."""
 
 
 @dataclass
