@@ -18,6 +18,7 @@ from rsl_rl.runners import OnPolicyRunner
 from algos import speed
 from core import checkpoint, lifecycle
 from core.distributed import DistInfo, any_rank, init_process_group
+from core.rundir import CHECKPOINT_DIR
 
 METRICS = "metrics.jsonl"
 
@@ -52,6 +53,47 @@ def runner_config(
     else:
         raise ValueError(f"logger.kind must be tensorboard or wandb, not '{logger['kind']}'")
     return cfg
+
+
+def build_trainer(
+    env,
+    cfg,
+    *,
+    device: str,
+    dist: DistInfo,
+    run_dir: Path,
+    seed: int,
+    logger: dict[str, Any] | None = None,
+    log_dir: str | None = None,
+    wandb_run_id: str = "none",
+    on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
+) -> PPOTrainer:
+    """The trainer of a composed train config ``cfg`` (its ``algo`` and ``logger`` groups) for ``env``.
+
+    Checkpoints go to ``run_dir/checkpoints``; with ``log_dir`` None nothing else is written."""
+    from omegaconf import OmegaConf
+
+    train_cfg = runner_config(
+        OmegaConf.to_container(cfg.algo, resolve=True),
+        logger if logger is not None else OmegaConf.to_container(cfg.logger, resolve=True),
+        seed=seed,
+        device=device,
+        run_dir=run_dir,
+        experiment=cfg.experiment,
+        wandb_run_id=wandb_run_id,
+    )
+    return PPOTrainer(
+        env,
+        train_cfg,
+        log_dir=log_dir,
+        device=device,
+        dist=dist,
+        checkpoint_dir=run_dir / CHECKPOINT_DIR,
+        keep_checkpoints=int(cfg.algo.keep_checkpoints),
+        on_iteration=on_iteration,
+        on_checkpoint=on_checkpoint,
+    )
 
 
 class PPOTrainer(OnPolicyRunner):

@@ -159,6 +159,22 @@ def _permutation(alg, data: UpdateData) -> torch.Tensor:
     return torch.randperm(alg.num_mini_batches * data.mini_batch, device=data.idx.device)
 
 
+def _run_update(alg, data: UpdateData, step: Callable[[], None]) -> dict[str, float]:
+    """The update's loop: ``step()`` once per mini-batch of each epoch, with ``data.idx`` set to its samples."""
+    data.load(alg)
+    for group in alg.optimizer.param_groups:
+        group["lr"] = data.lr
+    try:
+        order = _permutation(alg, data)
+        for _ in range(alg.num_learning_epochs):
+            for i in range(alg.num_mini_batches):
+                data.idx.copy_(order[i * data.mini_batch : (i + 1) * data.mini_batch])
+                step()
+    finally:
+        result = _finish_update(alg, data)
+    return result
+
+
 def sync_free_update(alg, data: UpdateData | None = None) -> dict[str, float]:
     """One PPO update of ``alg`` (an rsl-rl ``PPO``), as ``alg.update()`` computes it, waiting for the device once.
 
@@ -168,18 +184,7 @@ def sync_free_update(alg, data: UpdateData | None = None) -> dict[str, float]:
     distributed run every rank derives the same rate from the all-reduced KL, where rsl-rl broadcasts rank 0's.
     """
     data = data or UpdateData(alg)
-    data.load(alg)
-    for group in alg.optimizer.param_groups:
-        group["lr"] = data.lr
-    try:
-        order = _permutation(alg, data)
-        for _ in range(alg.num_learning_epochs):
-            for i in range(alg.num_mini_batches):
-                data.idx.copy_(order[i * data.mini_batch : (i + 1) * data.mini_batch])
-                _minibatch_step(alg, data)
-    finally:
-        result = _finish_update(alg, data)
-    return result
+    return _run_update(alg, data, lambda: _minibatch_step(alg, data))
 
 
 def graph_update_unsupported(alg) -> str | None:
@@ -252,19 +257,7 @@ class GraphedUpdate:
             torch.cuda.synchronize()
 
     def __call__(self) -> dict[str, float]:
-        alg, data = self.alg, self.data
-        data.load(alg)
-        for group in alg.optimizer.param_groups:
-            group["lr"] = data.lr
-        try:
-            order = _permutation(alg, data)
-            for _ in range(alg.num_learning_epochs):
-                for i in range(alg.num_mini_batches):
-                    data.idx.copy_(order[i * data.mini_batch : (i + 1) * data.mini_batch])
-                    self.graph.replay()
-        finally:
-            result = _finish_update(alg, data)
-        return result
+        return _run_update(self.alg, self.data, self.graph.replay)
 
 
 def act_with(alg, obs, networks: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

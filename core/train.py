@@ -152,7 +152,7 @@ def run(cfg: DictConfig) -> float:
         gc.disable()
     import torch
 
-    from algos.ppo import PPOTrainer, runner_config
+    from algos.ppo import build_trainer
     from tasks import build_env
 
     global _runs_in_this_process
@@ -176,15 +176,6 @@ def run(cfg: DictConfig) -> float:
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
-        train_cfg = runner_config(
-            OmegaConf.to_container(cfg.algo, resolve=True),
-            OmegaConf.to_container(cfg.logger, resolve=True),
-            seed=seed,
-            device=device,
-            run_dir=run_dir,
-            experiment=cfg.experiment,
-            wandb_run_id=manifest.get("wandb_run_id", "none"),
-        )
         first_new_iteration = None
 
         def on_iteration(done: int, stats: dict[str, Any]) -> None:
@@ -196,14 +187,15 @@ def run(cfg: DictConfig) -> float:
         def on_checkpoint(done: int, path: Path) -> None:
             ledger.record("checkpoint", iteration=done, path=str(path.relative_to(run_dir)))
 
-        trainer = PPOTrainer(
+        trainer = build_trainer(
             handle.env,
-            train_cfg,
-            log_dir=str(run_dir) if info.is_main else None,
+            cfg,
             device=device,
             dist=info,
-            checkpoint_dir=run_dir / CHECKPOINT_DIR,
-            keep_checkpoints=int(cfg.algo.keep_checkpoints),
+            run_dir=run_dir,
+            seed=seed,
+            log_dir=str(run_dir) if info.is_main else None,
+            wandb_run_id=manifest.get("wandb_run_id", "none"),
             on_iteration=on_iteration if info.is_main else None,
             on_checkpoint=on_checkpoint if info.is_main else None,
         )

@@ -94,9 +94,8 @@ def build(cfg):
     import tempfile
 
     import torch
-    from omegaconf import OmegaConf
 
-    from algos.ppo import PPOTrainer, runner_config
+    from algos.ppo import build_trainer
     from core.distributed import dist_info, resolve_device
     from tasks import build_env
 
@@ -105,23 +104,8 @@ def build(cfg):
     torch.manual_seed(int(cfg.seed))
     handle = build_env(cfg.task, device, int(cfg.seed))
     scratch = Path(tempfile.mkdtemp(prefix="rlforge-profile-"))
-    train_cfg = runner_config(
-        OmegaConf.to_container(cfg.algo, resolve=True),
-        {"kind": "tensorboard"},
-        seed=int(cfg.seed),
-        device=device,
-        run_dir=scratch,
-        experiment="profile",
-        wandb_run_id="none",
-    )
-    trainer = PPOTrainer(
-        handle.env,
-        train_cfg,
-        log_dir=None,
-        device=device,
-        dist=info,
-        checkpoint_dir=scratch / "checkpoints",
-        keep_checkpoints=1,
+    trainer = build_trainer(
+        handle.env, cfg, device=device, dist=info, run_dir=scratch, seed=int(cfg.seed), logger={"kind": "tensorboard"}
     )
     return handle, trainer, device
 

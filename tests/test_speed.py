@@ -13,32 +13,15 @@ from algos import speed
 
 
 def _toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None):
-    from omegaconf import OmegaConf
-
-    from algos.ppo import PPOTrainer, runner_config
+    from algos.ppo import build_trainer
     from core.distributed import dist_info
     from tasks import build_env
 
     cfg = compose_cfg(["task=toy", "task.num_envs=64", "algo.num_steps_per_env=16", *(overrides or [])])
     torch.manual_seed(0)
     handle = build_env(cfg.task, device, 0)
-    train_cfg = runner_config(
-        OmegaConf.to_container(cfg.algo, resolve=True),
-        {"kind": "tensorboard"},
-        seed=0,
-        device=device,
-        run_dir=tmp_path,
-        experiment="speed",
-        wandb_run_id="none",
-    )
-    trainer = PPOTrainer(
-        handle.env,
-        train_cfg,
-        log_dir=None,
-        device=device,
-        dist=dist_info(),
-        checkpoint_dir=tmp_path / "checkpoints",
-        keep_checkpoints=1,
+    trainer = build_trainer(
+        handle.env, cfg, device=device, dist=dist_info(), run_dir=tmp_path, seed=0, logger={"kind": "tensorboard"}
     )
     return handle, trainer
 
