@@ -19,17 +19,20 @@ def export_distributed_env() -> dict[str, str]:
     """Set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the Slurm task's environment.
 
     The rendezvous is the first node of the allocation, on a port derived from the job id (the same after a
-    requeue). CUDA_VISIBLE_DEVICES is left as Slurm set it: the training code picks `cuda:<LOCAL_RANK>`.
+    requeue, see :func:`rendezvous_port`). CUDA_VISIBLE_DEVICES is left as Slurm set it: the training code picks
+    `cuda:<LOCAL_RANK>`.
     """
     from submitit.helpers import TorchDistributedEnvironment
 
     environment = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    port = rendezvous_port(os.environ.get("SLURM_JOB_ID", str(environment.master_port)))
+    os.environ["MASTER_PORT"] = str(port)
     exported = {
         "RANK": str(environment.rank),
         "WORLD_SIZE": str(environment.world_size),
         "LOCAL_RANK": str(environment.local_rank),
         "MASTER_ADDR": environment.master_addr,
-        "MASTER_PORT": str(environment.master_port),
+        "MASTER_PORT": str(port),
     }
     # Printed, not logged: Hydra configures logging only later, and this line belongs in every task's log.
     print(
@@ -38,6 +41,22 @@ def export_distributed_env() -> dict[str, str]:
         flush=True,
     )
     return exported
+
+
+def rendezvous_port(job_id: str, range_file: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    """The rendezvous port of a job: ``RLFORGE_MASTER_PORT`` if set, else one derived from the job id, below the
+    kernel's ephemeral port range, so that no outgoing connection on the node can already hold it (a port inside
+    that range can be taken by any client socket, and the rendezvous then fails with EADDRINUSE)."""
+    if os.environ.get("RLFORGE_MASTER_PORT"):
+        return int(os.environ["RLFORGE_MASTER_PORT"])
+    try:
+        ephemeral_low = int(Path(range_file).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low = 10000 if ephemeral_low > 12000 else 1024
+    span = max(ephemeral_low - low, 1)
+    digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
+    return low + int(digits) % span
 
 
 def global_rank() -> int:

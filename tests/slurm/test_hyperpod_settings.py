@@ -162,3 +162,17 @@ def test_an_unwritable_output_root_is_refused(compose_cfg, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(hyperpod.SubmitCheckError, match="is not writable"):
         hyperpod.check_before_submit(plugin_params(compose_cfg), tmp_path / "a-file" / "outputs")
+
+
+def test_rendezvous_port_is_fixed_per_job_and_below_the_ephemeral_range(tmp_path, monkeypatch):
+    monkeypatch.delenv("RLFORGE_MASTER_PORT", raising=False)
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    ports = {job: slurm_job.rendezvous_port(job, str(ranges)) for job in ("6", "45548", "123_4", "123_5")}
+    assert all(10000 <= port < 32768 for port in ports.values()), ports
+    assert ports["123_4"] != ports["123_5"]  # tasks of one array rendezvous apart
+    assert slurm_job.rendezvous_port("6", str(ranges)) == ports["6"]  # a requeued job finds the same port
+    ranges.write_text("20000\t60999\n")
+    assert all(10000 <= slurm_job.rendezvous_port(job, str(ranges)) < 20000 for job in ("6", "99999"))
+    monkeypatch.setenv("RLFORGE_MASTER_PORT", "29400")
+    assert slurm_job.rendezvous_port("6", str(ranges)) == 29400
