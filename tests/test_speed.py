@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,12 @@ from tensordict import TensorDict
 
 from algos import speed
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
 
-def _toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None):
+
+@contextmanager
+def toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None):
+    """A PPOTrainer on the toy task (64 envs, 16 steps), its environment closed on leaving."""
     from algos.ppo import build_trainer
     from core.distributed import dist_info
     from tasks import build_env
@@ -23,7 +28,10 @@ def _toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: li
     trainer = build_trainer(
         handle.env, cfg, device=device, dist=dist_info(), run_dir=tmp_path, seed=0, logger={"kind": "tensorboard"}
     )
-    return handle, trainer
+    try:
+        yield trainer
+    finally:
+        handle.close()
 
 
 def _rollout(trainer) -> None:
@@ -35,15 +43,12 @@ def _rollout(trainer) -> None:
 
 
 def test_sync_free_update_matches_rsl_rl_update(compose_cfg, tmp_path):
-    handle, trainer = _toy_trainer(compose_cfg, tmp_path, overrides=["algo.speed.sync_free_update=false"])
-    try:
+    with toy_trainer(compose_cfg, tmp_path, overrides=["algo.speed.sync_free_update=false"]) as trainer:
         _rollout(trainer)
         # Make the adaptive schedule act: a KL target far below what one update moves, so the rate drops.
         trainer.alg.desired_kl = 1e-6
         theirs, ours = copy.deepcopy(trainer.alg), copy.deepcopy(trainer.alg)
         start_lr = trainer.alg.learning_rate
-    finally:
-        handle.close()
 
     torch.manual_seed(7)
     their_losses = theirs.update()
@@ -97,19 +102,15 @@ def test_nan_watch_names_the_output_and_starts_over():
 
 
 def test_unsupported_update_falls_back_to_rsl_rl(compose_cfg, tmp_path):
-    handle, trainer = _toy_trainer(compose_cfg, tmp_path)
-    try:
+    with toy_trainer(compose_cfg, tmp_path) as trainer:
         assert trainer.sync_free
         trainer.alg.rnd = object()  # any RND module makes the update rsl-rl's
         assert speed.sync_free_supported(trainer.alg) == "random network distillation"
-    finally:
-        handle.close()
 
 
 def test_policy_step_from_separate_networks_equals_rsl_rl_act(compose_cfg, tmp_path):
     """The graphed step's eager half, fed by eager networks, gives rsl-rl's act bit for bit (samples included)."""
-    handle, trainer = _toy_trainer(compose_cfg, tmp_path)
-    try:
+    with toy_trainer(compose_cfg, tmp_path) as trainer:
         alg = trainer.alg
         assert speed.graph_unsupported(alg) is None
         obs = trainer.env.get_observations().to(trainer.device)
@@ -128,14 +129,11 @@ def test_policy_step_from_separate_networks_equals_rsl_rl_act(compose_cfg, tmp_p
         ):
             assert torch.equal(mine, reference)
         assert alg.transition.observations is obs
-    finally:
-        handle.close()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
+@needs_cuda
 def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg, tmp_path):
-    handle, trainer = _toy_trainer(compose_cfg, tmp_path, device="cuda")
-    try:
+    with toy_trainer(compose_cfg, tmp_path, device="cuda") as trainer:
         alg = trainer.alg
         alg.train_mode()
         obs = trainer.env.get_observations().to(trainer.device)
@@ -163,19 +161,14 @@ def test_graphed_policy_matches_eager_and_follows_parameter_updates(compose_cfg,
             alg.transition.clear()
             alg.act(obs)
             torch.testing.assert_close(alg.transition.values, changed)
-    finally:
-        handle.close()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU (none on CI machines)")
+@needs_cuda
 def test_graphed_update_matches_the_eager_update_over_two_updates(compose_cfg, tmp_path):
-    handle, trainer = _toy_trainer(compose_cfg, tmp_path, device="cuda")
-    try:
+    with toy_trainer(compose_cfg, tmp_path, device="cuda") as trainer:
         _rollout(trainer)
         trainer.alg.desired_kl = 1e-4  # the adaptive schedule moves the rate during the updates
         eager, graphed_alg = copy.deepcopy(trainer.alg), copy.deepcopy(trainer.alg)
-    finally:
-        handle.close()
     speed.use_fused_optimizer(eager.optimizer)
     data = speed.UpdateData(eager)
     graphed = speed.GraphedUpdate(graphed_alg)
