@@ -146,10 +146,19 @@ def run(cfg: DictConfig) -> float:
     """Train as ``cfg`` says, in its run directory, continuing it when asked; returns ``cfg.objective``.
 
     Every rank of a distributed run calls this; rank 0 alone writes the run directory's files."""
-    if cfg.algo.speed.freeze_gc:
-        # Start-up creates millions of long-lived objects (simulator, scene, configs); the collector's full scans
-        # of them find next to nothing and cost seconds. The trainer freezes them and turns it back on.
-        gc.disable()
+    if not cfg.algo.speed.freeze_gc:
+        return _run(cfg)
+    # Start-up creates millions of long-lived objects (simulator, scene, configs); the collector's full scans of
+    # them find next to nothing and cost seconds. The trainer freezes them and turns it back on when training
+    # begins; this puts it back on however the run ends.
+    gc.disable()
+    try:
+        return _run(cfg)
+    finally:
+        gc.enable()
+
+
+def _run(cfg: DictConfig) -> float:
     import torch
 
     from algos.ppo import build_trainer
@@ -212,7 +221,6 @@ def run(cfg: DictConfig) -> float:
                 ledger.record("end", how="failed", error=repr(error)[:500], iteration=trainer.iterations_done)
             raise
     finally:
-        gc.enable()
         lifecycle.set_stop_hook(None)
         handle.close()
         # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out.

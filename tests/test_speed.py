@@ -186,3 +186,20 @@ def test_graphed_update_matches_the_eager_update_over_two_updates(compose_cfg, t
         for mine, reference in zip(graphed_alg.critic.parameters(), eager.critic.parameters(), strict=True):
             torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-5)
     assert eager.learning_rate != trainer.alg.learning_rate
+
+
+def test_collector_is_on_again_after_a_run_that_fails_before_training(compose_cfg, tmp_path, monkeypatch):
+    import gc
+
+    import tasks
+    from core import train
+
+    def no_simulator(*args, **kwargs):
+        raise RuntimeError("no simulator")
+
+    monkeypatch.setattr(tasks, "build_env", no_simulator)
+    cfg = compose_cfg(["task=toy", f"output_root={tmp_path}"])
+    assert cfg.algo.speed.freeze_gc and gc.isenabled()
+    with pytest.raises(RuntimeError, match="no simulator"):
+        train.run(cfg)
+    assert gc.isenabled()
