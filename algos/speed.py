@@ -77,8 +77,7 @@ class UpdateData:
         self.old_log_prob = st.actions_log_prob.flatten(0, 1)
         self.old_params = tuple(p.flatten(0, 1) for p in st.distribution_params)
         self.advantages = torch.zeros_like(self.values)
-        self.batch = st.num_envs * st.num_transitions_per_env
-        self.mini_batch = self.batch // alg.num_mini_batches
+        self.mini_batch = st.num_envs * st.num_transitions_per_env // alg.num_mini_batches
         self.idx = torch.zeros(self.mini_batch, dtype=torch.long, device=device)
         self.lr = torch.tensor(float(alg.learning_rate), dtype=torch.float32, device=device)
         self.sums = torch.zeros(3, device=device)
@@ -364,9 +363,3 @@ class NanWatch:
                 f"the environment returned NaN values in {', '.join(found)} during this iteration; this usually "
                 "indicates a bug in the environment's step() or reset() (or a simulation that blew up)"
             )
-
-
-def describe(settings: dict[str, Any]) -> str:
-    """One line for the run's log: which of the speed settings are on."""
-    on = [name for name, value in settings.items() if value]
-    return ", ".join(on) if on else "none"

@@ -110,8 +110,8 @@ def build(cfg):
     return handle, trainer, device
 
 
-def instrument(timer: StageTimer, trainer) -> None:
-    """Timers on the trainer's and (for Isaac Lab) the environment's stages."""
+def instrument(timer: StageTimer, trainer) -> list[StageTimer]:
+    """Timers on the trainer's and (for Isaac Lab) the environment's stages; returns every timer it set up."""
     policy_step = trainer._policy_step
     trainer._policy_step = lambda obs: timer.timed(policy_step(obs), "policy: act")
     timer.wrap(trainer.alg, "process_env_step", "storage: process_env_step")
@@ -122,10 +122,9 @@ def instrument(timer: StageTimer, trainer) -> None:
     timer.wrap(env, "step", "env: step (whole)")
     inner = getattr(env, "unwrapped", None)
     if inner is None or not hasattr(inner, "action_manager"):
-        return
+        return [timer]
     # The env step's stages; these run inside "env: step (whole)", so they get their own timer (depth 0 each).
     stages = StageTimer(timer.synchronize)
-    stages.enabled = True
     stages.seconds = timer.seconds  # same table
     stages.calls = timer.calls
     for owner, attribute, stage in (
@@ -142,7 +141,7 @@ def instrument(timer: StageTimer, trainer) -> None:
         (inner.observation_manager, "compute", "env/observations"),
     ):
         stages.wrap(owner, attribute, stage)
-    timer.nested = stages
+    return [timer, stages]
 
 
 def one_iteration(trainer, obs):
@@ -175,7 +174,7 @@ def python_profile(trainer, obs) -> tuple[Any, str]:
     return obs, text.getvalue()
 
 
-def device_activity(trainer, obs, device: str) -> tuple[dict[str, Any], Any]:
+def device_activity(trainer, obs) -> tuple[dict[str, Any], Any]:
     """One iteration under torch.profiler: wall time, GPU-busy time (union of kernel intervals), top kernels."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -233,17 +232,17 @@ def main(argv: list[str] | None = None) -> int:
             plain.append(time.perf_counter() - start)
 
         timer = StageTimer(synchronize)
-        instrument(timer, trainer)
-        timer.enabled = True
+        timers = instrument(timer, trainer)
+        for each in timers:
+            each.enabled = True
         synchronize()
         start = time.perf_counter()
         for _ in range(args.iterations):
             obs = one_iteration(trainer, obs)
         synchronize()
         staged_wall = (time.perf_counter() - start) / args.iterations
-        timer.enabled = False
-        if getattr(timer, "nested", None) is not None:
-            timer.nested.enabled = False
+        for each in timers:
+            each.enabled = False
 
         python_top = python_profile(trainer, obs) if args.python_profile else None
         if python_top:
@@ -251,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
 
         activity, table = None, None
         if cuda and not args.no_device_trace:
-            activity, (obs, table) = device_activity(trainer, obs, device)
+            activity, (obs, table) = device_activity(trainer, obs)
     finally:
         handle.close()
 
