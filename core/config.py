@@ -128,6 +128,20 @@ class RobotConfig:
 
 
 @dataclass
+class KernelsConfig:
+    """Warp kernels compiled ahead, in parallel, before the environment is built (see tasks/kernels.py)."""
+
+    precompile: bool = True
+    """Compile ``modules`` on a pool of threads first. With an empty kernel cache this shortens the start; with a
+    full one it only loads them. Off: each compiles when the simulator first uses it, one at a time."""
+    workers: int = 0
+    """Threads that compile; 0 is one per CPU core, at most 16."""
+    modules: list[str] = field(default_factory=list)
+    """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
+    a run loads; names that do not import are skipped."""
+
+
+@dataclass
 class TaskConfig:
     """An environment to train in. Fields that a task kind does not use are ignored by it."""
 
@@ -162,6 +176,8 @@ class TaskConfig:
     ``task.rewards.NAME.func=module:function task.rewards.NAME.weight=W`` adds one."""
     objective: str = "Episode_Reward/track_lin_vel_xy_exp"
     """Logged metric that measures success on this task; ``train.py`` returns it (sweepers maximise it)."""
+    kernels: KernelsConfig = field(default_factory=KernelsConfig)
+    """The task's Warp kernels, compiled ahead of the first step."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
     """Escape hatch: dotted paths into Isaac Lab's env config and their values (``scene.env_spacing: 3.0``)."""
 

@@ -206,12 +206,30 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     from isaaclab.app import launch_simulation
 
     env_cfg = build_env_cfg(task, device, seed)
-    stack = contextlib.ExitStack()
-    stack.enter_context(launch_simulation(env_cfg, {"device": device}))
-    from isaaclab.envs import ManagerBasedRLEnv
-    from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
+    info: dict[str, Any] = {"kind": "isaaclab", "env_cfg": env_cfg}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(launch_simulation(env_cfg, {"device": device}))
+        if task.kernels.precompile and task.kernels.modules:
+            info["precompiled"] = _precompile(task, device)
+        from isaaclab.envs import ManagerBasedRLEnv
+        from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
 
-    env = ManagerBasedRLEnv(cfg=env_cfg)
-    stack.callback(env.close)
-    wrapped = RslRlVecEnvWrapper(env)
-    return EnvHandle(env=wrapped, close=stack.close, info={"kind": "isaaclab", "env_cfg": env_cfg})
+        env = ManagerBasedRLEnv(cfg=env_cfg)
+        stack.callback(env.close)
+        wrapped = RslRlVecEnvWrapper(env)
+        close = stack.pop_all().close  # built: the caller closes it from here on
+    return EnvHandle(env=wrapped, close=close, info=info)
+
+
+def _precompile(task: DictConfig, device: str):
+    """Compile the task's named Warp modules in parallel, before the environment first uses them."""
+    from tasks.kernels import precompile
+
+    done = precompile(list(task.kernels.modules), device, int(task.kernels.workers))
+    notes = [f"not found: {', '.join(done.missing)}"] if done.missing else []
+    notes += [f"left to first use: {'; '.join(done.failed)}"] if done.failed else []
+    print(
+        f"[rlforge] Warp kernels: {len(done.modules)} modules ready in {done.seconds:.1f} s on {done.workers} threads"
+        + "".join(f"; {note}" for note in notes)
+    )
+    return done

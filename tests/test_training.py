@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,8 @@ def test_h1_rough_trains_two_iterations_then_resumes_to_four(tmp_path):
     ]
     first = run_train([*args, "algo.max_iterations=2"], cwd=tmp_path, timeout=900)
     assert first.returncode == 0, first.stderr[-4000:]
+    assert re.search(r"Warp kernels: [1-9]\d* modules ready", first.stdout), "the task's kernels were not built ahead"
+    assert "left to first use" not in first.stdout and "not found" not in first.stdout
     run_dir = only_run(tmp_path / "outputs" / "h1_rough")
     assert adam_steps(run_dir / "checkpoints" / "model_2.pt") == 2 * 20
     second = run_train([*args, "algo.max_iterations=4", "resume=true"], cwd=tmp_path, timeout=900)
@@ -198,3 +201,17 @@ def test_two_ranks_on_cpu_with_gloo_rank0_writes(toy_args, tmp_path):
     assert json.loads((run_dir / "manifest.json").read_text())["world_size"] == 2
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["model_2.pt"]
     assert result.stdout.count("run finished") == 1
+
+
+@pytest.mark.slow
+def test_h1_rough_kernel_list_builds_ahead_and_is_used(tmp_path):
+    """Every module ``task.kernels.modules`` lists builds ahead, and that build is the one the simulator runs."""
+    args = ["task=h1_rough", "device=cpu", "task.num_envs=8", "task.terrain.num_rows=2", "task.terrain.num_cols=2"]
+    checked = run_train(
+        [*args, "algo.num_steps_per_env=8", "--check", "--iterations", "1"],
+        cwd=tmp_path,
+        script="scripts/warp_modules.py",
+        timeout=900,
+    )
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert re.search(r"(\d+) of \1 listed modules built ahead", checked.stdout), checked.stdout[-3000:]

@@ -1,0 +1,142 @@
+"""Warp kernels compiled ahead (tasks/kernels.py), with Warp's real compiler on the CPU and a private kernel cache."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+wp = pytest.importorskip("warp")
+
+from tasks import kernels  # noqa: E402
+
+SOURCE = '''
+import warp as wp
+
+
+@wp.kernel
+def double(values: wp.array(dtype=float)):
+    i = wp.tid()
+    values[i] = 2.0 * values[i]
+
+
+@wp.kernel
+def scale(values: wp.array(dtype=float), factor: float):
+    i = wp.tid()
+    values[i] = factor * values[i]
+
+
+def add_kernel():
+    """Adds a kernel to this module after import, as a simulator's factory does."""
+
+    @wp.kernel
+    def shift(values: wp.array(dtype=float)):
+        i = wp.tid()
+        values[i] = values[i] + 1.0
+
+    return shift
+'''
+
+GENERIC = """
+import warp as wp
+from typing import Any
+
+
+@wp.kernel
+def fill(values: wp.array(dtype=Any), value: Any):
+    values[wp.tid()] = value
+"""
+
+BROKEN = """
+import warp as wp
+
+
+@wp.kernel
+def broken(values: wp.array(dtype=float)):
+    values[wp.tid()] = no_such_function(values[0])
+"""
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch):
+    """Three importable Python modules of kernels under fresh names, and an empty kernel cache for the test."""
+    tag = tmp_path.name.replace("-", "_").replace("[", "_").replace("]", "_")
+    names = {}
+    for role, text in (("plain", SOURCE), ("generic", GENERIC), ("broken", BROKEN), ("empty", "X = 1\n")):
+        name = f"kernels_{role}_{tag}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+        names[role] = name
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wp.init()
+    monkeypatch.setattr(wp.config, "kernel_cache_dir", str(tmp_path / "warp-cache"))
+    yield names
+    for name in names.values():
+        sys.modules.pop(name, None)
+
+
+def _run(name: str, kernel: str, values: list[float], *args) -> list[float]:
+    array = wp.array(values, dtype=float, device="cpu")
+    wp.launch(getattr(sys.modules[name], kernel), dim=len(values), inputs=[array, *args], device="cpu")
+    return array.numpy().tolist()
+
+
+def test_precompiled_module_is_the_build_the_first_launch_uses(modules, tmp_path):
+    done = kernels.precompile([modules["plain"]], "cpu", workers=2)
+    assert list(done.modules) == [modules["plain"]] and not done.failed and not done.missing
+    built = sorted(p.name for p in (tmp_path / "warp-cache").iterdir())
+    assert len(built) == 1 and modules["plain"] in built[0]
+
+    assert _run(modules["plain"], "double", [1.0, 2.0]) == [2.0, 4.0]
+    assert _run(modules["plain"], "scale", [1.0, 2.0], 3.0) == [3.0, 6.0]
+    assert kernels.rebuilt_since(done, "cpu") == []
+    assert sorted(p.name for p in (tmp_path / "warp-cache").iterdir()) == built, "the launch compiled again"
+    assert kernels.loaded_modules("cpu")[0].count(modules["plain"]) == 1
+
+
+def test_module_changed_after_import_is_reported_as_rebuilt(modules):
+    done = kernels.precompile([modules["plain"]], "cpu")
+    shift = sys.modules[modules["plain"]].add_kernel()
+    array = wp.array([1.0], dtype=float, device="cpu")
+    wp.launch(shift, dim=1, inputs=[array], device="cpu")
+    assert array.numpy().tolist() == [2.0]
+    assert kernels.rebuilt_since(done, "cpu") == [modules["plain"]]
+
+
+def test_missing_and_broken_modules_are_reported_and_left_to_first_use(modules):
+    done = kernels.precompile(
+        [modules["broken"], "no_such_python_module_xyz", modules["empty"], modules["plain"]], "cpu", workers=2
+    )
+    assert list(done.modules) == [modules["plain"]]
+    assert done.missing == ["no_such_python_module_xyz", modules["empty"]]
+    assert len(done.failed) == 1 and done.failed[0].startswith(modules["broken"] + ":")
+    # The failure is not recorded against the module: its first launch builds it again and reports its own error.
+    broken = wp.get_module(modules["broken"])
+    assert broken.failed_builds == {}
+    with pytest.raises(Exception, match="no_such_function"):
+        _run(modules["broken"], "broken", [1.0])
+
+
+def test_generic_kernels_are_not_named_ahead(modules):
+    importlib.import_module(modules["generic"])
+    importlib.import_module(modules["plain"])
+    assert not kernels.named_ahead(wp.get_module(modules["generic"]))
+    assert kernels.named_ahead(wp.get_module(modules["plain"]))
+    assert _run(modules["generic"], "fill", [0.0, 0.0], 5.0) == [5.0, 5.0]
+    _run(modules["plain"], "double", [1.0])
+    ahead, generic = kernels.loaded_modules("cpu")
+    assert modules["plain"] in ahead and modules["generic"] in generic and modules["generic"] not in ahead
+
+
+def test_default_workers_is_bounded():
+    assert 1 <= kernels.default_workers() <= 16
+
+
+def test_h1_tasks_list_their_kernels_and_can_turn_precompile_off(compose_cfg):
+    rough = compose_cfg(["task=h1_rough"])
+    assert rough.task.kernels.precompile and "mujoco_warp._src.smooth" in rough.task.kernels.modules
+    assert compose_cfg(["task=h1_flat"]).task.kernels.modules, "h1_flat inherits the list"
+    assert not compose_cfg(["task=h1_rough", "task.kernels.precompile=false"]).task.kernels.precompile
+    assert compose_cfg(["task=toy"]).task.kernels.modules == []
