@@ -129,13 +129,14 @@ class RobotConfig:
 
 @dataclass
 class KernelsConfig:
-    """Warp kernels compiled ahead, in parallel, before the environment is built (see tasks/kernels.py)."""
+    """Warp kernels compiled ahead, in worker processes, while the environment is built (see tasks/kernels.py)."""
 
     precompile: bool = True
-    """Compile ``modules`` on a pool of threads first. With an empty kernel cache this shortens the start; with a
-    full one it only loads them. Off: each compiles when the simulator first uses it, one at a time."""
+    """Build ``modules`` in worker processes while the training process starts. With an empty kernel cache this
+    shortens the start; with a full one the workers find them built. Off: each compiles when the simulator first
+    uses it, one after another."""
     workers: int = 0
-    """Threads that compile; 0 is one per CPU core, at most 16."""
+    """Worker processes; 0 is one per module, leaving the training process a core, at most 8."""
     modules: list[str] = field(default_factory=list)
     """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
     a run loads; names that do not import are skipped."""

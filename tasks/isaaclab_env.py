@@ -203,33 +203,44 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 
 def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     """Launch the (kit-less) simulation and build the wrapped environment."""
-    from isaaclab.app import launch_simulation
-
-    env_cfg = build_env_cfg(task, device, seed)
-    info: dict[str, Any] = {"kind": "isaaclab", "env_cfg": env_cfg}
+    info: dict[str, Any] = {"kind": "isaaclab"}
     with contextlib.ExitStack() as stack:
+        precompiler = _start_precompile(task, device)
+        if precompiler is not None:
+            stack.callback(precompiler.close)
+        from isaaclab.app import launch_simulation
+
+        env_cfg = info["env_cfg"] = build_env_cfg(task, device, seed)
         stack.enter_context(launch_simulation(env_cfg, {"device": device}))
-        if task.kernels.precompile and task.kernels.modules:
-            info["precompiled"] = _precompile(task, device)
         from isaaclab.envs import ManagerBasedRLEnv
         from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
 
         env = ManagerBasedRLEnv(cfg=env_cfg)
         stack.callback(env.close)
         wrapped = RslRlVecEnvWrapper(env)
+        if precompiler is not None:
+            info["precompiled"] = _report(precompiler.result())
         close = stack.pop_all().close  # built: the caller closes it from here on
     return EnvHandle(env=wrapped, close=close, info=info)
 
 
-def _precompile(task: DictConfig, device: str):
-    """Compile the task's named Warp modules in parallel, before the environment first uses them."""
-    from tasks.kernels import precompile
+def _start_precompile(task: DictConfig, device: str):
+    """Start building the task's named Warp modules in worker processes (one set per machine: local rank 0)."""
+    import os
 
-    done = precompile(list(task.kernels.modules), device, int(task.kernels.workers))
+    if not (task.kernels.precompile and task.kernels.modules) or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        return None
+    from tasks.kernels import Precompiler
+
+    return Precompiler(list(task.kernels.modules), device, int(task.kernels.workers))
+
+
+def _report(done):
     notes = [f"not found: {', '.join(done.missing)}"] if done.missing else []
     notes += [f"left to first use: {'; '.join(done.failed)}"] if done.failed else []
+    how = f"by {done.workers} worker processes" if done.workers else "(all found in the kernel cache)"
     print(
-        f"[rlforge] Warp kernels: {len(done.modules)} modules ready in {done.seconds:.1f} s on {done.workers} threads"
+        f"[rlforge] Warp kernels: {len(done.modules)} modules built ahead {how} in {done.seconds:.1f} s"
         + "".join(f"; {note}" for note in notes)
     )
     return done

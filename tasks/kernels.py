@@ -1,13 +1,16 @@
-"""Compile a task's Warp kernels in parallel before its environment is built.
+"""Compile a task's Warp kernels ahead, in worker processes, while its environment is being built.
 
 With an empty kernel cache, Warp compiles each module of kernels the first time the simulator launches one of them,
-one module after another on the main thread; for the H1 tasks that is most of a cold start. The modules a task
-uses are known ahead (``task.kernels.modules``), so they can be compiled together on a pool of threads instead:
-Warp generates their source one at a time and runs the compilers, which hold no Python lock, side by side. A module
-already in the cache is only loaded, so a warm start pays next to nothing.
+one module after another, in the training process; for the H1 tasks that is most of a cold start. The modules a
+task uses are known ahead (``task.kernels.modules``), so worker processes compile them into the same kernel cache
+while the training process imports Isaac Lab and builds the scene; when the simulator first launches one of them,
+Warp finds it built. Separate processes, not threads: Warp generates a module's source under one lock, in Python, so
+threads compile little faster than one after another. A module already in the cache is skipped at once, so a warm
+start pays next to nothing.
 
-Modules whose kernels are made while the simulator runs (closures specialised to the model) cannot be named
-ahead; they still compile when first used.
+A module the simulator needs before a worker has finished it is built by the training process too (both arrive at
+the same files). Modules with generic kernels, or whose kernels are made while the simulator runs (closures
+specialised to the model), cannot be named ahead; they still compile when first used.
 """
 
 from __future__ import annotations
@@ -16,104 +19,146 @@ import importlib
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class Precompiled:
-    """What :func:`precompile` did."""
+    """What the workers did."""
 
     modules: dict[str, str] = field(default_factory=dict)
-    """Warp modules loaded (compiled, or read from the cache), each with the hash of its build."""
+    """Warp modules built ahead (compiled, or found in the cache), each with the hash of its build."""
     missing: list[str] = field(default_factory=list)
     """Listed names that are not an importable module holding Warp kernels (another Isaac Lab version)."""
     failed: list[str] = field(default_factory=list)
     """``name: error`` of modules that did not build ahead (they build when first used)."""
     workers: int = 0
-    """Threads used."""
+    """Worker processes used."""
     seconds: float = 0.0
-    """Wall-clock time of the whole step."""
+    """Wall-clock time from starting the workers to collecting their results."""
 
 
-def default_workers() -> int:
-    """One thread per CPU core this process may use, at most 16."""
+def default_workers(modules: int) -> int:
+    """One worker per module, leaving the training process a core; at most 8 (each imports Isaac Lab)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(1, min(cores, 16))
+    return max(1, min(cores - 1, 8, modules))
 
 
-def warp_modules(names: list[str]) -> tuple[list, list[str]]:
-    """Import each named Python module and return its Warp module (if it holds kernels) and the names that do not."""
+def _launch_block_dim(module, device) -> int:
+    """The block size Warp launches the module's kernels with: one thread per block on the CPU."""
+    return 1 if device.is_cpu else module.options["block_dim"]
+
+
+def _import_warp_module(name: str):
+    """The Warp module of the Python module ``name``, or None if that does not import or holds no kernels."""
     import warp as wp
 
-    found, missing = [], []
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-            continue
-        module = wp.get_module(name)
-        if module.kernels:
-            found.append(module)
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return None
+    module = wp.get_module(name)
+    return module if module.kernels else None
+
+
+def build_one(name: str, device: str, cache_dir: str | None = None) -> dict[str, Any]:
+    """Import the Python module ``name`` and build its Warp kernels for ``device`` into the kernel cache, without
+    loading them; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``."""
+    import warp as wp
+
+    wp.init()
+    if cache_dir:  # the training process's folder, as it resolved it
+        wp.config.kernel_cache_dir = cache_dir
+    module = _import_warp_module(name)
+    if module is None:
+        return {"name": name, "missing": True}
+    target = wp.get_device(device)
+    block_dim = _launch_block_dim(module, target)
+    try:
+        if target.is_cpu:
+            wp.force_load(device=target, modules=[module], block_dim=block_dim, max_workers=0)
         else:
-            missing.append(name)
-    return found, missing
+            # Compiles for the device's architecture into the cache, without creating a CUDA context here.
+            wp.compile_aot_module(module, device=target)
+    except Exception as error:  # noqa: BLE001 - any build failure is reported; the module builds again when used
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return {"name": name, "error": message}
+    return {"name": name, "hash": module.get_module_hash(block_dim).hex()}
+
+
+class Precompiler:
+    """Worker processes building ``names`` for ``device``; :meth:`result` waits for them and says what they did.
+
+    The named modules are imported here first (the simulator imports them anyway): those whose build is already in
+    the kernel cache need no worker, so a warm start starts none."""
+
+    def __init__(self, names: list[str], device: str, workers: int = 0) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import warp as wp
+
+        self.started = time.perf_counter()
+        wp.init()
+        target = wp.get_device(device)
+        self.cached: dict[str, str] = {}
+        self.missing: list[str] = []
+        todo = []
+        for name in names:
+            module = _import_warp_module(name)
+            if module is None:
+                self.missing.append(name)
+                continue
+            block_dim = _launch_block_dim(module, target)
+            identifier = module.get_module_identifier(block_dim)
+            # Built for this module's exact source and options (by hash); a cache filled on another GPU model
+            # lacks this one's binary, and that module then compiles at first use, as without this step.
+            if os.path.isfile(os.path.join(wp.config.kernel_cache_dir, identifier, f"{identifier}.meta")):
+                self.cached[name] = module.get_module_hash(block_dim).hex()
+            else:
+                todo.append(name)
+        self.workers = min(workers or default_workers(len(todo)), len(todo))
+        self._pool = None
+        self._futures = []
+        if todo:
+            # Spawned, not forked: the training process already holds CUDA and threads.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            cache_dir = wp.config.kernel_cache_dir
+            self._futures = [self._pool.submit(build_one, name, device, cache_dir) for name in todo]
+
+    def result(self) -> Precompiled:
+        """Wait for every worker, then shut them down."""
+        done = Precompiled(modules=dict(self.cached), missing=list(self.missing), workers=self.workers)
+        try:
+            for future in self._futures:
+                try:
+                    outcome = future.result()
+                except Exception as error:  # noqa: BLE001 - a worker that died loses only its module
+                    done.failed.append(f"worker: {error}")
+                    continue
+                if outcome.get("missing"):
+                    done.missing.append(outcome["name"])
+                elif "error" in outcome:
+                    done.failed.append(f"{outcome['name']}: {outcome['error']}")
+                else:
+                    done.modules[outcome["name"]] = outcome["hash"]
+        finally:
+            self.close()
+        done.seconds = time.perf_counter() - self.started
+        return done
+
+    def close(self) -> None:
+        """Stop the workers without waiting for modules not started yet."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def precompile(names: list[str], device: str, workers: int = 0) -> Precompiled:
-    """Compile (or load from the cache) the named Warp modules on ``device`` with ``workers`` threads
-    (0: :func:`default_workers`).
-
-    A module that fails to build here is left as if never tried: it builds again, and reports its own error, when
-    the simulator first uses it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import warp as wp
-
-    started = time.perf_counter()
-    workers = workers or default_workers()
-    modules, missing = warp_modules(names)
-
-    # Warp launches every kernel on the CPU with one thread per block; on a GPU, with the module's block size.
-    block_dim = 1 if wp.get_device(device).is_cpu else None
-
-    def load(module) -> tuple[str | None, str | None]:
-        """(error, hash of the build) of one module."""
-        try:
-            wp.force_load(device=device, modules=[module], block_dim=block_dim, max_workers=0)
-        except Exception as error:  # noqa: BLE001 - any build failure is reported, then retried at first use
-            module.mark_modified()  # forget the recorded failure
-            return f"{module.name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}", None
-        return None, module.get_module_hash(block_dim or module.options["block_dim"]).hex()
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="warp-precompile") as pool:
-        results = list(pool.map(load, modules))
-    return Precompiled(
-        modules={m.name: digest for m, (error, digest) in zip(modules, results, strict=True) if error is None},
-        missing=missing,
-        failed=[error for error, _ in results if error],
-        workers=workers,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def rebuilt_since(done: Precompiled, device: str) -> list[str]:
-    """Modules :func:`precompile` built whose build the simulator did not use: they changed after import (a
-    kernel added or specialised at run time) and were built again."""
-    import warp as wp
-    from warp._src.context import user_modules
-
-    device_ = wp.get_device(device)
-    stale = []
-    for name, digest in done.modules.items():
-        module = user_modules.get(name)
-        block_dim = 1 if device_.is_cpu else module.options["block_dim"]
-        loaded = module.execs.get((device_.context, block_dim))
-        if loaded is not None and loaded.module_hash.hex() != digest:
-            stale.append(name)
-    return stale
+    """Build ``names`` for ``device`` in worker processes and wait for them."""
+    return Precompiler(names, device, workers).result()
 
 
 def named_ahead(module) -> bool:
@@ -137,3 +182,21 @@ def loaded_modules(device: str) -> tuple[list[str], list[str]]:
         if name in sys.modules and any(ctx == context for ctx, _ in module.execs)
     ]
     return [m.name for m in loaded if named_ahead(m)], [m.name for m in loaded if not named_ahead(m)]
+
+
+def rebuilt_since(done: Precompiled, device: str) -> list[str]:
+    """Modules built ahead whose build the simulator did not use: they changed after import (a kernel added or
+    specialised at run time) and were built again."""
+    import warp as wp
+    from warp._src.context import user_modules
+
+    target = wp.get_device(device)
+    stale = []
+    for name, digest in done.modules.items():
+        module = user_modules.get(name)
+        if module is None:
+            continue
+        loaded = module.execs.get((target.context, _launch_block_dim(module, target)))
+        if loaded is not None and loaded.module_hash.hex() != digest:
+            stale.append(name)
+    return stale
