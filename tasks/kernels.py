@@ -35,7 +35,8 @@ class Precompiled:
     workers: int = 0
     """Worker processes used."""
     seconds: float = 0.0
-    """Wall-clock time from starting the workers to collecting their results."""
+    """Wall-clock time from starting the workers to collecting their results (with none started: of looking the
+    modules up in the cache)."""
 
 
 def default_workers(modules: int) -> int:
@@ -121,6 +122,7 @@ class Precompiler:
             else:
                 todo.append(name)
         self.workers = min(workers or default_workers(len(todo)), len(todo))
+        self.checked = time.perf_counter() - self.started
         self._pool = None
         self._futures = []
         if todo:
@@ -147,7 +149,8 @@ class Precompiler:
                     done.modules[outcome["name"]] = outcome["hash"]
         finally:
             self.close()
-        done.seconds = time.perf_counter() - self.started
+        # With no worker, the time is that of looking the modules up in the cache, not of the wait for result().
+        done.seconds = time.perf_counter() - self.started if self._pool is not None else self.checked
         return done
 
     def close(self) -> None:
