@@ -1,4 +1,4 @@
-"""List the Warp modules a task's training loads, for ``task.kernels.modules`` (compiled ahead, in parallel).
+"""List the Warp modules a task's training loads, for ``task.kernels.modules`` (built ahead, in worker processes).
 
     python scripts/warp_modules.py task=h1_rough task.num_envs=16 --iterations 2          # CPU
     python scripts/warp_modules.py task=h1_rough device=cuda task.num_envs=4096            # GPU
@@ -7,8 +7,9 @@
 Arguments that contain ``=`` are Hydra overrides of ``conf/train.yaml``. It builds the environment and trainer as
 ``train.py`` does, with nothing compiled ahead, runs a few iterations, then prints the modules that were loaded and
 that can be named ahead (those of importable Python modules) as a YAML list to paste under ``kernels.modules`` in
-the task's config. ``--check`` instead prints what the config lacks and what it lists in vain, and exits with 1 if
-it lacks any.
+the task's config. ``--check`` instead builds the listed modules ahead, as ``train.py`` does, and checks that each
+build is the one the simulator ran (by module hash); it exits with 1 if one was built again, failed to build ahead or
+was not found, and also names the loaded modules the list lacks.
 """
 
 from __future__ import annotations

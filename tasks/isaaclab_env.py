@@ -238,7 +238,8 @@ def _start_precompile(task: DictConfig, device: str):
 def _report(done):
     notes = [f"not found: {', '.join(done.missing)}"] if done.missing else []
     notes += [f"left to first use: {'; '.join(done.failed)}"] if done.failed else []
-    how = f"by {done.workers} worker processes" if done.workers else "(all found in the kernel cache)"
+    plural = "es" if done.workers != 1 else ""
+    how = f"by {done.workers} worker process{plural}" if done.workers else "(all found in the kernel cache)"
     print(
         f"[rlforge] Warp kernels: {len(done.modules)} modules built ahead {how} in {done.seconds:.1f} s"
         + "".join(f"; {note}" for note in notes)
