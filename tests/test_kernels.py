@@ -148,6 +148,8 @@ def test_close_stops_workers_before_their_modules_start(modules):
 def test_h1_tasks_list_their_kernels_and_can_turn_precompile_off(compose_cfg):
     rough = compose_cfg(["task=h1_rough"])
     assert rough.task.kernels.precompile and "mujoco_warp._src.smooth" in rough.task.kernels.modules
-    assert compose_cfg(["task=h1_flat"]).task.kernels.modules, "h1_flat inherits the list"
+    flat = compose_cfg(["task=h1_flat"]).task.kernels.modules
+    assert flat and set(flat) < set(rough.task.kernels.modules), "h1_flat lists a subset: no ray caster"
+    assert "isaaclab.sensors.ray_caster.kernels" not in flat
     assert not compose_cfg(["task=h1_rough", "task.kernels.precompile=false"]).task.kernels.precompile
     assert compose_cfg(["task=toy"]).task.kernels.modules == []
