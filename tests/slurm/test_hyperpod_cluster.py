@@ -233,8 +233,13 @@ def test_lost_node_requeues_the_job_which_resumes_on_another_node(slurm_cluster,
         slurm_cluster.restore_node(node)
     assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
 
-    history = slurm_cluster.run("sacct", "-n", "-X", "-D", "-P", "-j", run["job_id"], "-o", "State,NodeList").stdout
-    attempts = [line.split("|") for line in history.splitlines() if line.strip()]
+    def both_attempts() -> list[list[str]] | None:
+        history = slurm_cluster.run("sacct", "-n", "-X", "-D", "-P", "-j", run["job_id"], "-o", "State,NodeList")
+        found = [line.split("|") for line in history.stdout.splitlines() if line.strip()]
+        return found if len(found) >= 2 else None
+
+    # slurmdbd records the failed attempt asynchronously; under load it can arrive after the job has finished.
+    attempts = wait_for(both_attempts, "both attempts of the job in sacct", timeout=30)
     assert [state.split()[0] for state, _ in attempts] == ["NODE_FAIL", "COMPLETED"], attempts
     assert attempts[0][1] == node and attempts[1][1] != node
     (resumed,) = [event for event in ledger(run_dir) if event["event"] == "resume"]
