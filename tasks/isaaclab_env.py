@@ -226,9 +226,9 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
 
 def _start_precompile(task: DictConfig, device: str):
     """Start building the task's named Warp modules in worker processes (one set per machine: local rank 0)."""
-    import os
+    from core.distributed import dist_info
 
-    if not (task.kernels.precompile and task.kernels.modules) or int(os.environ.get("LOCAL_RANK", "0")) != 0:
+    if not (task.kernels.precompile and task.kernels.modules) or dist_info().local_rank != 0:
         return None
     from tasks.kernels import Precompiler
 

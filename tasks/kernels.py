@@ -3,8 +3,7 @@
 With an empty kernel cache, Warp compiles each module of kernels the first time the simulator launches one of them,
 one module after another, in the training process; for the H1 tasks that is most of a cold start. The modules a
 task uses are known ahead (``task.kernels.modules``), so worker processes compile them into the same kernel cache
-while the training process imports Isaac Lab and builds the scene; when the simulator first launches one of them,
-Warp finds it built. Separate processes, not threads: Warp generates a module's source under one lock, in Python, so
+while the training process builds the scene; when the simulator first launches one of them, Warp finds it built. Separate processes, not threads: Warp generates a module's source under one lock, in Python, so
 threads compile little faster than one after another. A module already in the cache is skipped at once, so a warm
 start pays next to nothing.
 
