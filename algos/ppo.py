@@ -18,9 +18,7 @@ from rsl_rl.runners import OnPolicyRunner
 from algos import speed
 from core import checkpoint, lifecycle
 from core.distributed import DistInfo, any_rank, init_process_group
-from core.rundir import CHECKPOINT_DIR
-
-METRICS = "metrics.jsonl"
+from core.rundir import CHECKPOINT_DIR, METRICS
 
 
 def runner_config(
@@ -68,6 +66,7 @@ def build_trainer(
     wandb_run_id: str = "none",
     on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    on_checkpoint_failed: Callable[[int, str], None] | None = None,
 ) -> PPOTrainer:
     """The trainer of a composed train config ``cfg`` (its ``algo`` and ``logger`` groups) for ``env``.
 
@@ -93,6 +92,7 @@ def build_trainer(
         keep_checkpoints=int(cfg.algo.keep_checkpoints),
         on_iteration=on_iteration,
         on_checkpoint=on_checkpoint,
+        on_checkpoint_failed=on_checkpoint_failed,
     )
 
 
@@ -115,6 +115,7 @@ class PPOTrainer(OnPolicyRunner):
         keep_checkpoints: int,
         on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
         on_checkpoint: Callable[[int, Path], None] | None = None,
+        on_checkpoint_failed: Callable[[int, str], None] | None = None,
     ) -> None:
         self._dist = dist
         train_cfg = dict(train_cfg)
@@ -140,6 +141,9 @@ class PPOTrainer(OnPolicyRunner):
         self.keep_checkpoints = keep_checkpoints
         self.on_iteration = on_iteration
         self.on_checkpoint = on_checkpoint
+        self.on_checkpoint_failed = on_checkpoint_failed
+        self.fence_from: int | None = None
+        """Set on a resumed run: curves logged at this step or later by an earlier attempt are hidden."""
         self.last_stats: dict[str, Any] = {}
         self.allreduce_s = 0.0
         if self.is_distributed:
@@ -220,16 +224,40 @@ class PPOTrainer(OnPolicyRunner):
             np.random.set_state(rng["numpy"])
             random.setstate(rng["python"])
 
-    def save_checkpoint(self) -> Path | None:
-        """Write the checkpoint of the completed iterations (rank 0 only) and prune old ones."""
+    def save_checkpoint(self, required: bool = True) -> Path | None:
+        """Write the checkpoint of the completed iterations (rank 0 only) and prune old ones.
+
+        A failed write leaves the earlier checkpoints as they were. It raises
+        :class:`~core.checkpoint.CheckpointWriteError` when ``required`` (the last checkpoint of a run or of a
+        stop); otherwise (a periodic one) it is reported and training goes on, trying again at the next."""
         if not self._dist.is_main:
             return None
         path = checkpoint.checkpoint_path(self.checkpoint_dir, self.iterations_done)
-        checkpoint.save_atomic(self.training_state(), path)
+        try:
+            checkpoint.save_atomic(self.training_state(), path)
+        except checkpoint.CheckpointWriteError as error:
+            print(f"[rlforge] {error}", flush=True)
+            if self.on_checkpoint_failed:
+                self.on_checkpoint_failed(self.iterations_done, str(error))
+            if required:
+                raise
+            return None
         checkpoint.prune(self.checkpoint_dir, self.keep_checkpoints)
         if self.on_checkpoint:
             self.on_checkpoint(self.iterations_done, path)
         return path
+
+    def _fence_curves(self) -> None:
+        """Hide the curve points an earlier attempt logged at ``fence_from`` or later (TensorBoard's purge)."""
+        writer = self.logger.writer
+        if self.fence_from is None or writer is None or not hasattr(writer, "_get_file_writer"):
+            return
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        # A session start at step N makes TensorBoard drop what the run's earlier files hold at steps >= N.
+        file_writer = writer._get_file_writer()
+        file_writer.add_event(Event(step=self.fence_from, file_version="brain.Event:2"))
+        file_writer.add_event(Event(step=self.fence_from, session_log=SessionLog(status=SessionLog.START)))
 
     # ------------------------------------------------------------------------------------ loop
     def _episode_stats(self) -> dict[str, float]:
@@ -308,6 +336,7 @@ class PPOTrainer(OnPolicyRunner):
         if self.is_distributed:
             self.alg.broadcast_parameters()
         self.logger.init_logging_writer()
+        self._fence_curves()
         metrics_path = Path(self.logger.log_dir) / METRICS if self.logger.log_dir and self._dist.is_main else None
         start_it = self.iterations_done
         nan_watch = speed.NanWatch() if self.cfg.get("check_for_nan", True) else None
@@ -355,8 +384,9 @@ class PPOTrainer(OnPolicyRunner):
                 if self.on_iteration:
                     self.on_iteration(self.iterations_done, self.last_stats)
                 stop = any_rank(lifecycle.stop_requested() is not None, self._dist, self.device)
-                if self.iterations_done % self.cfg["save_interval"] == 0 or self.iterations_done == until or stop:
-                    self.save_checkpoint()
+                last = self.iterations_done == until or stop
+                if last or self.iterations_done % self.cfg["save_interval"] == 0:
+                    self.save_checkpoint(required=last)
                 if stop:
                     raise lifecycle.Interrupted(
                         lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from core import ledger
+from core.rundir import METRICS
 
-METRICS = "metrics.jsonl"
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "conf" / "prices.yaml"
 # Which price table (and so which billing model) a launcher's runs use unless told otherwise.
 TABLE_OF_LAUNCHER = {"local": "local", "hyperpod": "hyperpod", "sagemaker": "training_job"}

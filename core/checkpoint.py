@@ -26,16 +26,48 @@ def list_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the checkpoints written before are intact."""
+
+
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: a crash never leaves a half-written file."""
+    """Write to a temporary file, flush it to disk, then rename: a crash never leaves a half-written file.
+
+    A failed write (a full disk, a quota) removes its temporary file and raises :class:`CheckpointWriteError`
+    saying so; the checkpoints already there are untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError)) and not isinstance(error, CheckpointWriteError):
+            # torch.save reports a failed write as a RuntimeError carrying the OS error's text.
+            kept = list_checkpoints(path.parent)
+            raise CheckpointWriteError(
+                f"could not write checkpoint {path} ({error}); "
+                + (f"the newest checkpoint, {kept[0][1].name}, is intact" if kept else "no earlier checkpoint exists")
+            ) from error
+        raise
+
+
+def remove_partial_writes(checkpoint_dir: Path) -> list[str]:
+    """Delete temporary files left by a process killed while writing a checkpoint; return their names.
+
+    Call only while holding the run directory's lock: a live writer's temporary file looks the same."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        return []
+    removed = []
+    for path in checkpoint_dir.glob(".model_*.pt.*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return sorted(removed)
 
 
 def load_latest(checkpoint_dir: Path, map_location: str = "cpu") -> tuple[dict[str, Any], Path, list[str]] | None:

@@ -348,6 +348,10 @@ class TrainConfig:
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: env and learner alike."""
     resume: Any = False
     """``false``: a new run; ``true``: continue the latest run of this experiment; a run directory: continue it."""
+    accept_config_change: bool = False
+    """On resume, continue even though the composed config changes what the run learns (network, rewards, task,
+    PPO settings: anything but length, saving, logging, launcher and speed settings); the differences are recorded
+    in the run's ledger. Without it such a resume is refused, listing the keys, before the simulator starts."""
     experiment: str = "${task.name}"
     """Experiment name: runs of one experiment share ``outputs/<experiment>/`` and ``resume=true`` looks there."""
     output_root: str = "outputs"

@@ -1,4 +1,9 @@
-"""Stopping a run cleanly: a signal asks for a stop, the loop checkpoints at the iteration's end and raises."""
+"""Stopping a run cleanly: a signal asks for a stop, the loop checkpoints at the iteration's end and raises.
+
+During start-up (before the first iteration of this attempt begins) there is nothing new to save: the newest
+checkpoint on disk is the run's state. A stop request then raises :class:`Interrupted` at once, from the signal
+handler, so a preemption or time-limit signal that arrives while kernels compile is acted on in seconds.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from types import FrameType
 
 _stop_reason: str | None = None
 _stop_hook: Callable[[str], None] | None = None
+_starting_at: int | None = None
+"""While start-up runs: the iterations the run had completed before this attempt (what a stop now keeps)."""
 
 
 class Interrupted(RuntimeError):
@@ -20,7 +27,10 @@ class Interrupted(RuntimeError):
 
 
 def request_stop(reason: str) -> None:
-    """Ask the training loop to checkpoint and stop after the current iteration (safe in a signal handler)."""
+    """Ask the training loop to checkpoint and stop after the current iteration (safe in a signal handler).
+
+    During start-up (:func:`begin_startup`) it raises :class:`Interrupted` at once instead: called from a signal
+    handler, that unwinds whatever start-up was doing."""
     global _stop_reason
     if _stop_reason is None:
         _stop_reason = reason
@@ -29,6 +39,7 @@ def request_stop(reason: str) -> None:
                 _stop_hook(reason)
             except Exception:  # a failing observer must never turn a clean stop into a crash
                 pass
+    stop_now_if_starting()
 
 
 def set_stop_hook(hook: Callable[[str], None] | None) -> None:
@@ -44,8 +55,40 @@ def stop_requested() -> str | None:
 
 def clear() -> None:
     """Forget a stop request (at the start of a run)."""
-    global _stop_reason
+    global _stop_reason, _starting_at
     _stop_reason = None
+    _starting_at = None
+
+
+def begin_startup(iteration: int = 0) -> None:
+    """Mark the start-up of an attempt that continues from ``iteration`` completed iterations: a stop request
+    from now on raises :class:`Interrupted` at once (see :func:`stop_now_if_starting`)."""
+    global _starting_at
+    _starting_at = iteration
+
+
+def end_startup() -> None:
+    """Start-up is over (the first iteration begins): stop requests wait for the iteration's end again.
+
+    Raises :class:`Interrupted` if a stop was requested before, so none is lost between the two phases."""
+    global _starting_at
+    iteration, _starting_at = _starting_at, None
+    if _stop_reason is not None:
+        raise Interrupted(_stop_reason, iteration or 0)
+
+
+def stop_now_if_starting() -> None:
+    """Raise :class:`Interrupted` when a stop is pending and the run is still starting up."""
+    if _stop_reason is not None and _starting_at is not None:
+        iteration = _starting_at
+        end_startup_quietly()
+        raise Interrupted(_stop_reason, iteration)
+
+
+def end_startup_quietly() -> None:
+    """Leave the start-up phase without checking for a pending stop (the run is already ending)."""
+    global _starting_at
+    _starting_at = None
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:

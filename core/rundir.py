@@ -15,6 +15,8 @@ from typing import Any
 
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+"""One JSON line per completed iteration, written by the trainer on rank 0."""
 # Packages whose versions decide what a run computes; recorded in every manifest.
 TRACKED_PACKAGES = (
     "torch",

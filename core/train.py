@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import ledger, lifecycle
 from core.distributed import dist_info, resolve_device
-from core.rundir import CHECKPOINT_DIR, MANIFEST, build_manifest, write_json_atomic
+from core.rundir import CHECKPOINT_DIR, MANIFEST, METRICS, build_manifest, write_json_atomic
 
 SUMMARY = "summary.json"
 
@@ -59,7 +59,67 @@ def _objective(metrics: list[dict[str, Any]], key: str, window: int = 5) -> floa
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def _open_run(cfg: DictConfig, run_dir: Path, device: str, info, started: float, resuming: bool) -> dict[str, Any]:
+def _check_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """On a resumed run, compare the composed config with the run's ``config.yaml`` (every rank, before the
+    simulator starts); raises :class:`core.resume.ConfigChanged` on a change of what is learned, unless accepted.
+    Returns the differences, or None when the run has no recorded config."""
+    from core import resume
+
+    recorded_file = run_dir / "config.yaml"
+    if not recorded_file.is_file():
+        return None
+    recorded = OmegaConf.to_container(OmegaConf.load(recorded_file), resolve=True)
+    now = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return resume.check_resume(recorded, now, accept=bool(cfg.accept_config_change), run_dir=str(run_dir))
+
+
+def _take_lock(run_dir: Path):
+    """Rank 0: hold the run directory's lock for the whole attempt (refused if another process trains there)."""
+    from core import checkpoint, runlock
+
+    lock = runlock.acquire(run_dir)
+    for warning in lock.warnings:
+        print(f"[rlforge] {warning}")
+    if lock.previous:
+        print(f"[rlforge] taking over {run_dir}: its last holder, {runlock.describe(lock.previous)}, is gone")
+    # No other process writes here now: a temporary file is what a writer killed mid-checkpoint left.
+    for name in checkpoint.remove_partial_writes(run_dir / CHECKPOINT_DIR):
+        print(f"[rlforge] removed {name}, a checkpoint whose write was cut off; the earlier checkpoints are intact")
+    return lock
+
+
+def _fence_metrics(run_dir: Path, iteration: int) -> int:
+    """Drop the metrics lines an earlier attempt wrote past ``iteration`` (the one this attempt restarts from),
+    so each iteration counts once; returns how many were dropped."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # torn by a hard kill
+        if int(entry.get("iteration", 0)) <= iteration:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
+def _open_run(
+    cfg: DictConfig,
+    run_dir: Path,
+    device: str,
+    info,
+    started: float,
+    resuming: bool,
+    lock,
+    changes: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Rank 0: start the ledger for this attempt; on a new run, write its config, overrides and manifest.
 
     Returns the run's manifest (read back on a resumed run)."""
@@ -77,6 +137,17 @@ def _open_run(cfg: DictConfig, run_dir: Path, device: str, info, started: float,
     )
     ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
     ledger.record("config_composed", resuming=resuming)
+    if lock.previous:
+        ledger.record("lock_taken_over", previous=lock.previous)
+    if changes and (changes["learned"] or changes["operational"]):
+        ledger.record(
+            "config_changed",
+            accepted=bool(changes["learned"]),
+            learned=changes["learned"],
+            operational=changes["operational"],
+        )
+        # The newest attempt's config is the run's config from now on; the ledger keeps what it was before.
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     relaunch = os.environ.get(ledger.RELAUNCH_ENV)
     if relaunch:
         try:
@@ -98,13 +169,19 @@ def _open_run(cfg: DictConfig, run_dir: Path, device: str, info, started: float,
 
 
 def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming: bool) -> int:
-    """Load the newest readable checkpoint into ``trainer``; return the iterations it had completed (0 if none)."""
+    """Load the newest readable checkpoint into ``trainer``; return the iterations it had completed (0 if none).
+
+    On a resumed run, what an earlier attempt logged past that iteration (metrics lines, curve points) is
+    dropped, so each iteration counts once."""
     from core import checkpoint
 
     loaded = checkpoint.load_latest(run_dir / CHECKPOINT_DIR, map_location=device)
     if loaded is None:
-        if is_main and resuming:
-            ledger.record("resume", iteration=0, checkpoint=None)
+        if resuming:
+            trainer.fence_from = 0
+            if is_main:
+                dropped = _fence_metrics(run_dir, 0)
+                ledger.record("resume", iteration=0, checkpoint=None, metrics_dropped=dropped)
         return 0
     state, path, warnings = loaded
     for warning in warnings:
@@ -113,14 +190,19 @@ def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming
             ledger.record("checkpoint_unreadable", message=warning)
     trainer.restore(state)
     print(f"[rlforge] resuming {run_dir} from {path.name} at iteration {trainer.iterations_done}")
+    trainer.fence_from = trainer.iterations_done
     if is_main:
-        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name)
+        dropped = _fence_metrics(run_dir, trainer.iterations_done)
+        if dropped:
+            print(
+                f"[rlforge] dropped {dropped} metrics line(s) past iteration {trainer.iterations_done}: they are redone"
+            )
+        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name, metrics_dropped=dropped)
     return trainer.iterations_done
 
 
 def _finish(cfg: DictConfig, trainer, run_dir: Path, device: str) -> float:
     """Rank 0: write the summary and the ledger's end, print the one-screen summary; return the objective."""
-    from algos.ppo import METRICS
     from core import checkpoint
 
     metrics = ledger.read_jsonl(run_dir / METRICS)
@@ -161,22 +243,45 @@ def run(cfg: DictConfig) -> float:
 def _run(cfg: DictConfig) -> float:
     import torch
 
-    from algos.ppo import build_trainer
-    from tasks import build_env
+    from core import checkpoint
 
     global _runs_in_this_process
     # The first run of a process started with it; a later one (the next point of a local sweep) starts now.
     started = _PROCESS_START if _runs_in_this_process == 0 else time.time()
     _runs_in_this_process += 1
     lifecycle.clear()
-    lifecycle.install_signal_handlers()
     info = dist_info()
     device = resolve_device(cfg.device, info)
     seed = int(cfg.seed) + info.rank
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = (run_dir / MANIFEST).is_file()
-    manifest = _open_run(cfg, run_dir, device, info, started, resuming) if info.is_main else {}
+    newest = checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)
+    # Until the first iteration starts, a stop request ends the attempt at once: the newest checkpoint holds
+    # everything the run has learned.
+    lifecycle.begin_startup(newest[0][0] if newest else 0)
+    lifecycle.install_signal_handlers()
+    lock = None
+    try:
+        changes = _check_resume(cfg, run_dir) if resuming else None
+        lock = _take_lock(run_dir) if info.is_main else None
+        manifest = _open_run(cfg, run_dir, device, info, started, resuming, lock, changes) if info.is_main else {}
+        return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
+    except lifecycle.Interrupted as stop:
+        if info.is_main and lock is not None:
+            ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
+        raise
+    finally:
+        lifecycle.end_startup_quietly()
+        lifecycle.set_stop_hook(None)
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifest, resuming: bool, torch) -> float:
+    """Build the environment and the trainer, restore the run's state, train, and write the run's end."""
+    from algos.ppo import build_trainer
+    from tasks import build_env
 
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
@@ -196,6 +301,9 @@ def _run(cfg: DictConfig) -> float:
         def on_checkpoint(done: int, path: Path) -> None:
             ledger.record("checkpoint", iteration=done, path=str(path.relative_to(run_dir)))
 
+        def on_checkpoint_failed(done: int, message: str) -> None:
+            ledger.record("checkpoint_failed", iteration=done, error=message)
+
         trainer = build_trainer(
             handle.env,
             cfg,
@@ -207,21 +315,20 @@ def _run(cfg: DictConfig) -> float:
             wandb_run_id=manifest.get("wandb_run_id", "none"),
             on_iteration=on_iteration if info.is_main else None,
             on_checkpoint=on_checkpoint if info.is_main else None,
+            on_checkpoint_failed=on_checkpoint_failed if info.is_main else None,
         )
         start_iteration = _restore_latest(trainer, run_dir, device, info.is_main, resuming)
+        lifecycle.end_startup()
         try:
             if start_iteration < int(cfg.algo.max_iterations):
                 trainer.train(until=int(cfg.algo.max_iterations))
-        except lifecycle.Interrupted as stop:
-            if info.is_main:
-                ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
+        except lifecycle.Interrupted:
             raise
         except BaseException as error:
             if info.is_main:
                 ledger.record("end", how="failed", error=repr(error)[:500], iteration=trainer.iterations_done)
             raise
     finally:
-        lifecycle.set_stop_hook(None)
         handle.close()
         # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out.
         if info.is_distributed and torch.distributed.is_initialized():

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import ledger  # noqa: E402
+from core.resume import config_differences  # noqa: E402
 from core.rundir import MANIFEST, git_state, package_versions  # noqa: E402
 
 EXIT_DRIFT = 3
@@ -61,22 +62,6 @@ def compose(overrides: list[str]) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     finally:
         GlobalHydra.instance().clear()
-
-
-def config_differences(recorded: Any, now: Any, path: str = "") -> list[str]:
-    """Dotted keys whose values differ between two plain configs."""
-    if isinstance(recorded, dict) and isinstance(now, dict):
-        found = []
-        for key in sorted(set(recorded) | set(now), key=str):
-            where = f"{path}.{key}" if path else str(key)
-            if key not in recorded:
-                found.append(f"{where}: (absent) -> {now[key]!r}")
-            elif key not in now:
-                found.append(f"{where}: {recorded[key]!r} -> (absent)")
-            else:
-                found += config_differences(recorded[key], now[key], where)
-        return found
-    return [] if recorded == now else [f"{path}: {recorded!r} -> {now!r}"]
 
 
 def code_drift(
