@@ -180,7 +180,8 @@ class TaskConfig:
     kernels: KernelsConfig = field(default_factory=KernelsConfig)
     """The task's Warp kernels, compiled ahead of the first step."""
     env_overrides: dict[str, Any] = field(default_factory=dict)
-    """Escape hatch: dotted paths into Isaac Lab's env config and their values (``scene.env_spacing: 3.0``)."""
+    """Escape hatch: dotted paths into Isaac Lab's env config and their values (``scene.env_spacing: 3.0``). The toy
+    task takes ``startup_delay_s`` here: a build that takes that long, as a slow simulator start does."""
 
 
 # ---------------------------------------------------------------------------------------- algorithm

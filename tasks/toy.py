@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict
@@ -76,6 +78,19 @@ class PointMassVelocityEnv:
         return self.get_observations(), reward, time_outs.long(), extras
 
 
+TOY_OVERRIDES = {"startup_delay_s": "seconds the build waits before the env exists, as a slow simulator start does"}
+"""What ``task.env_overrides`` may set on the toy task."""
+
+
 def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
-    """Build the toy environment."""
+    """Build the toy environment (after ``task.env_overrides.startup_delay_s`` seconds, default 0)."""
+    overrides = dict(task.get("env_overrides") or {})
+    unknown = set(overrides) - set(TOY_OVERRIDES)
+    if unknown:
+        valid = "; ".join(f"{name}: {what}" for name, what in TOY_OVERRIDES.items())
+        raise ValueError(f"toy task has no env_overrides {sorted(unknown)}; valid: {valid}")
+    delay = float(overrides.get("startup_delay_s", 0.0))
+    deadline = time.monotonic() + delay
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.5))  # short sleeps: a signal handler runs between them
     return EnvHandle(env=PointMassVelocityEnv(task, device, seed), info={"kind": "toy"})
