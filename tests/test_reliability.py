@@ -1,0 +1,225 @@
+"""Faults inside one run directory, with real processes, signals and file systems: a second writer, a changed
+config on resume, a hard kill before the first checkpoint, a full disk, and a stop while the run starts up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlforge_testing import ROOT, only_run, run_train, train_until_then_signal
+
+# Small networks keep checkpoints small (the full-disk test sizes its file system from them) and runs fast.
+SMALL = ["algo.actor.hidden_dims=[32,32]", "algo.critic.hidden_dims=[32,32]", "algo.algorithm.num_learning_epochs=1"]
+
+
+def events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+
+
+def metric_iterations(run_dir: Path) -> list[int]:
+    return [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_until(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}:\n{proc.communicate()[0][-3000:]}")
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def test_second_writer_is_refused_and_takes_over_once_the_holder_is_killed(toy_args, tmp_path):
+    runs = tmp_path / "outputs" / "toy"
+    holder = start_train([*toy_args, *SMALL, "algo.max_iterations=100000", "algo.save_interval=2"], tmp_path)
+    try:
+        wait_until(lambda: list(runs.glob("*/checkpoints/model_*.pt")), "a first checkpoint", holder)
+        run_dir = only_run(runs)
+
+        second = run_train([*toy_args, *SMALL, "algo.max_iterations=100000", f"resume={run_dir}"], cwd=tmp_path)
+        assert second.returncode != 0
+        output = second.stdout + second.stderr
+        assert "is in use" in output and f"pid {holder.pid} on " in output, output[-2000:]
+        assert holder.poll() is None, "the refused writer must leave the holder running"
+        assert [e["event"] for e in events(run_dir)].count("process_start") == 1, "the refused writer wrote the ledger"
+    finally:
+        holder.kill()
+        holder.communicate(timeout=60)
+
+    newest = max(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("model_*.pt"))
+    third = run_train([*toy_args, *SMALL, f"algo.max_iterations={newest + 2}", f"resume={run_dir}"], cwd=tmp_path)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert f"its last holder, pid {holder.pid} on " in third.stdout and "is gone" in third.stdout
+    taken = [e for e in events(run_dir) if e["event"] == "lock_taken_over"]
+    assert len(taken) == 1 and taken[0]["previous"]["pid"] == holder.pid
+    assert json.loads((run_dir / "summary.json").read_text())["iterations"] == newest + 2
+    assert (run_dir / "run.lock").read_text() == "", "a run that ended released its lock"
+
+
+def test_resume_with_a_changed_config_is_refused_before_the_simulator_starts(toy_args, tmp_path):
+    assert run_train([*toy_args, *SMALL, "algo.max_iterations=1"], cwd=tmp_path).returncode == 0
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    before = events(run_dir)
+
+    changed = ["algo.actor.hidden_dims=[16,16]", "task.rewards.track_velocity.weight=2.0"]
+    refused = run_train([*toy_args, *SMALL, *changed, "algo.max_iterations=2", "resume=true"], cwd=tmp_path)
+    assert refused.returncode != 0
+    output = refused.stdout + refused.stderr
+    assert "algo.actor.hidden_dims: [32, 32] -> [16, 16]" in output, output[-3000:]
+    assert "task.rewards.track_velocity.weight: 1.0 -> 2.0" in output
+    assert "algo.max_iterations" not in output.split("refused")[-1].split("Resume with")[0], "length may change"
+    assert "size mismatch" not in output
+    assert events(run_dir) == before, "a refused resume must not start an attempt"
+
+    accepted = run_train(
+        [*toy_args, *SMALL, changed[1], "algo.max_iterations=2", "resume=true", "accept_config_change=true"],
+        cwd=tmp_path,
+    )
+    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    change = [e for e in events(run_dir) if e["event"] == "config_changed"]
+    assert len(change) == 1 and change[0]["accepted"]
+    assert change[0]["learned"] == ["task.rewards.track_velocity.weight: 1.0 -> 2.0"]
+    assert any(line.startswith("algo.max_iterations: 1 -> 2") for line in change[0]["operational"])
+
+    # The accepted config is the run's config now: resuming with it again needs no flag.
+    again = run_train([*toy_args, *SMALL, changed[1], "algo.max_iterations=3", "resume=true"], cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+
+
+def test_hard_kill_before_the_first_checkpoint_then_resume_counts_each_iteration_once(toy_args, tmp_path):
+    runs = tmp_path / "outputs" / "toy"
+    args = [*toy_args, *SMALL, "algo.save_interval=1000"]
+    run_dir, code = train_until_then_signal(
+        [*args, "algo.max_iterations=100000"], tmp_path, runs, iterations=3, sig=signal.SIGKILL
+    )
+    assert code == -signal.SIGKILL and not list(run_dir.glob("checkpoints/model_*.pt"))
+    assert len(metric_iterations(run_dir)) >= 3
+
+    resumed = run_train([*args, "algo.max_iterations=5", "resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert metric_iterations(run_dir) == [1, 2, 3, 4, 5]
+    resume = [e for e in events(run_dir) if e["event"] == "resume"]
+    assert resume[-1]["iteration"] == 0 and resume[-1]["metrics_dropped"] >= 3
+
+
+def test_resume_from_an_older_checkpoint_shows_each_iteration_once_in_the_curves(toy_args, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [*toy_args, *SMALL, "algo.save_interval=2"]
+    assert run_train([*args, "algo.max_iterations=4"], cwd=tmp_path).returncode == 0
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    (run_dir / "checkpoints" / "model_4.pt").write_bytes(b"torn")  # the newest checkpoint is lost
+
+    resumed = run_train([*args, "algo.max_iterations=5", "resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "from model_2.pt at iteration 2" in resumed.stdout
+    assert metric_iterations(run_dir) == [1, 2, 3, 4, 5]
+
+    curves = EventAccumulator(str(run_dir))
+    curves.Reload()
+    steps = [event.step for event in curves.Scalars("Loss/learning_rate")]
+    assert steps == [0, 1, 2, 3, 4], steps
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs (root only): a file system that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    folder = tmp_path / "small_fs"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_checkpoint_write_into_a_full_file_system_keeps_the_previous_checkpoint(toy_args, tmp_path, small_tmpfs):
+    args = [*toy_args, *SMALL, "algo.save_interval=1"]
+    assert run_train([*args, "algo.max_iterations=2"], cwd=tmp_path).returncode == 0
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    checkpoints = run_dir / "checkpoints"
+    size = (checkpoints / "model_2.pt").stat().st_size
+    # The run's checkpoints move to the small file system, which is then filled to within half a checkpoint.
+    shutil.copy2(checkpoints / "model_2.pt", small_tmpfs / "model_2.pt")
+    shutil.rmtree(checkpoints)
+    checkpoints.symlink_to(small_tmpfs)
+    free = shutil.disk_usage(small_tmpfs).free
+    (small_tmpfs / "filler").write_bytes(b"\0" * max(free - size // 2, 0))
+
+    full = run_train([*args, "algo.max_iterations=4", "resume=true"], cwd=tmp_path)
+    assert full.returncode != 0
+    output = full.stdout + full.stderr
+    assert "could not write checkpoint" in output and "the newest checkpoint, model_2.pt, is intact" in output
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["filler", "model_2.pt"], "no partial file is left"
+    assert torch.load(small_tmpfs / "model_2.pt", weights_only=False)["iter"] == 2
+    failed = [e["iteration"] for e in events(run_dir) if e["event"] == "checkpoint_failed"]
+    assert failed == [3, 4], "a periodic checkpoint that fails is reported and training goes on; the last one ends it"
+    assert events(run_dir)[-1]["event"] == "end" and events(run_dir)[-1]["how"] == "failed"
+
+    (small_tmpfs / "filler").unlink()
+    freed = run_train([*args, "algo.max_iterations=4", "resume=true"], cwd=tmp_path)
+    assert freed.returncode == 0, freed.stdout[-3000:] + freed.stderr[-3000:]
+    assert "from model_2.pt at iteration 2" in freed.stdout
+    assert metric_iterations(run_dir) == [1, 2, 3, 4]
+
+
+def attempt_started(runs: Path, resuming: bool) -> bool:
+    """Whether an attempt (a new run, or a resumed one) has opened its ledger under ``runs``."""
+    return any(
+        e["event"] == "config_composed" and e["resuming"] == resuming
+        for ledger in runs.glob("*/ledger.jsonl")
+        for e in events(ledger.parent)
+    )
+
+
+@pytest.mark.parametrize("earlier_iterations", [0, 2])
+def test_stop_during_start_up_ends_the_attempt_at_once(toy_args, tmp_path, earlier_iterations):
+    runs = tmp_path / "outputs" / "toy"
+    args = [*toy_args, *SMALL, "algo.save_interval=1"]
+    resume = []
+    if earlier_iterations:
+        assert run_train([*args, f"algo.max_iterations={earlier_iterations}"], cwd=tmp_path).returncode == 0
+        resume = ["resume=true", "accept_config_change=true"]  # the start-up delay is a change of the task
+    starting = start_train(
+        [*args, *resume, "algo.max_iterations=10", "+task.env_overrides.startup_delay_s=600"], tmp_path
+    )
+    try:
+        wait_until(lambda: attempt_started(runs, resuming=bool(earlier_iterations)), "the attempt to start", starting)
+        starting.send_signal(signal.SIGTERM)
+        output = starting.communicate(timeout=60)[0]  # without the start-up stop, the build waits 600 s
+    finally:
+        starting.kill()
+    assert starting.returncode != 0, output[-3000:]
+    run_dir = only_run(runs)
+    attempt = events(run_dir)
+    last_start = max(i for i, e in enumerate(attempt) if e["event"] == "process_start")
+    kinds = [e["event"] for e in attempt[last_start:]]
+    assert "simulator_ready" not in kinds and "signal" in kinds
+    assert attempt[-1]["event"] == "end" and attempt[-1]["how"] == "interrupted"
+    assert attempt[-1]["iteration"] == earlier_iterations and attempt[-1]["reason"] == "SIGTERM"
+    assert (run_dir / "run.lock").read_text() == "", "the interrupted attempt released its lock"
