@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core import ledger
-from core.rundir import METRICS
+from core.rundir import METRICS, METRICS_REDONE
 
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "conf" / "prices.yaml"
 # Which price table (and so which billing model) a launcher's runs use unless told otherwise.
@@ -27,8 +27,10 @@ _VELOCITY_ERROR = re.compile(r"error_vel_xy|velocity_error")
 
 # ------------------------------------------------------------------------------------------- reading
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """Every well-formed line of the run's ``metrics.jsonl``, in file order (repeated iterations included)."""
-    return ledger.read_jsonl(Path(run_dir) / METRICS)
+    """Every iteration the run ever did, in the order done: ``metrics.jsonl`` and the lines of iterations done again
+    later (``metrics.redone.jsonl``), so an iteration number can repeat."""
+    lines = ledger.read_jsonl(Path(run_dir) / METRICS) + ledger.read_jsonl(Path(run_dir) / METRICS_REDONE)
+    return sorted(lines, key=lambda line: float(line.get("time", 0.0)))
 
 
 def counted_metrics(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,7 +16,10 @@ from typing import Any
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
-"""One JSON line per completed iteration, written by the trainer on rank 0."""
+"""One JSON line per completed iteration, written by the trainer on rank 0; each iteration once."""
+METRICS_REDONE = "metrics.redone.jsonl"
+"""Lines of iterations an attempt did past its last readable checkpoint, moved out of ``METRICS`` when a later
+attempt resumed before them and did them again: lost work, kept for the run's accounting."""
 # Packages whose versions decide what a run computes; recorded in every manifest.
 TRACKED_PACKAGES = (
     "torch",

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import ledger, lifecycle
 from core.distributed import dist_info, resolve_device
-from core.rundir import CHECKPOINT_DIR, MANIFEST, METRICS, build_manifest, write_json_atomic
+from core.rundir import CHECKPOINT_DIR, MANIFEST, METRICS, METRICS_REDONE, build_manifest, write_json_atomic
 
 SUMMARY = "summary.json"
 
@@ -89,25 +89,27 @@ def _take_lock(run_dir: Path):
 
 
 def _fence_metrics(run_dir: Path, iteration: int) -> int:
-    """Drop the metrics lines an earlier attempt wrote past ``iteration`` (the one this attempt restarts from),
-    so each iteration counts once; returns how many were dropped."""
+    """Move the metrics lines an earlier attempt wrote past ``iteration`` (where this attempt restarts) from
+    ``metrics.jsonl`` to ``metrics.redone.jsonl``, so each iteration is in the former once; returns how many."""
     path = run_dir / METRICS
     if not path.is_file():
         return 0
-    lines = path.read_text().splitlines(keepends=True)
-    kept = []
-    for line in lines:
+    kept, moved = [], []
+    for line in path.read_text().splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue  # torn by a hard kill
-        if int(entry.get("iteration", 0)) <= iteration:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-    return len(lines) - len(kept)
+        (kept if int(entry.get("iteration", 0)) <= iteration else moved).append(line + "\n")
+    if moved:
+        with open(run_dir / METRICS_REDONE, "a") as redone:
+            redone.write("".join(moved))
+            redone.flush()
+            os.fsync(redone.fileno())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+    return len(moved)
 
 
 def _open_run(
@@ -171,8 +173,8 @@ def _open_run(
 def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming: bool) -> int:
     """Load the newest readable checkpoint into ``trainer``; return the iterations it had completed (0 if none).
 
-    On a resumed run, what an earlier attempt logged past that iteration (metrics lines, curve points) is
-    dropped, so each iteration counts once."""
+    On a resumed run, what an earlier attempt logged past that iteration is set aside (metrics lines) or hidden
+    (curve points), so each iteration counts once."""
     from core import checkpoint
 
     loaded = checkpoint.load_latest(run_dir / CHECKPOINT_DIR, map_location=device)
@@ -181,7 +183,7 @@ def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming
             trainer.fence_from = 0
             if is_main:
                 dropped = _fence_metrics(run_dir, 0)
-                ledger.record("resume", iteration=0, checkpoint=None, metrics_dropped=dropped)
+                ledger.record("resume", iteration=0, checkpoint=None, metrics_redone=dropped)
         return 0
     state, path, warnings = loaded
     for warning in warnings:
@@ -197,7 +199,7 @@ def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming
             print(
                 f"[rlforge] dropped {dropped} metrics line(s) past iteration {trainer.iterations_done}: they are redone"
             )
-        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name, metrics_dropped=dropped)
+        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name, metrics_redone=dropped)
     return trainer.iterations_done
 
 

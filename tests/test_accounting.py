@@ -132,7 +132,8 @@ def test_interrupted_and_resumed_run_counts_redone_iterations_and_lost_time(toy_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "from model_2.pt at iteration 2" in result.stdout
 
-    lines = metric_lines(run_dir)
+    assert [m["iteration"] for m in metric_lines(run_dir)] == list(range(1, k + 3)), "each iteration once"
+    lines = accounting.read_metrics(run_dir)  # and the lost ones, in the order they were done
     assert [m["iteration"] for m in lines] == [*range(1, k + 1), *range(3, k + 3)]
     events = ledger_events(run_dir)
     starts = [e["at"] for e in events if e["event"] == "process_start"]

@@ -122,7 +122,9 @@ def test_hard_kill_before_the_first_checkpoint_then_resume_counts_each_iteration
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert metric_iterations(run_dir) == [1, 2, 3, 4, 5]
     resume = [e for e in events(run_dir) if e["event"] == "resume"]
-    assert resume[-1]["iteration"] == 0 and resume[-1]["metrics_dropped"] >= 3
+    assert resume[-1]["iteration"] == 0 and resume[-1]["metrics_redone"] >= 3
+    redone = [json.loads(line)["iteration"] for line in (run_dir / "metrics.redone.jsonl").read_text().splitlines()]
+    assert redone == list(range(1, resume[-1]["metrics_redone"] + 1)), "the lost iterations are kept aside"
 
 
 def test_resume_from_an_older_checkpoint_shows_each_iteration_once_in_the_curves(toy_args, tmp_path):
