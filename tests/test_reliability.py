@@ -225,3 +225,34 @@ def test_stop_during_start_up_ends_the_attempt_at_once(toy_args, tmp_path, earli
     assert attempt[-1]["event"] == "end" and attempt[-1]["how"] == "interrupted"
     assert attempt[-1]["iteration"] == earlier_iterations and attempt[-1]["reason"] == "SIGTERM"
     assert (run_dir / "run.lock").read_text() == "", "the interrupted attempt released its lock"
+
+
+def test_checkpoint_write_killed_midway_leaves_the_previous_one_and_the_next_run_cleans_up(toy_args, tmp_path):
+    args = [*toy_args, *SMALL, "algo.save_interval=1"]
+    assert run_train([*args, "algo.max_iterations=2"], cwd=tmp_path).returncode == 0
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    checkpoints = run_dir / "checkpoints"
+    # A writer killed while it writes model_3: a large state keeps it writing long enough to be caught midway.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch; from core.checkpoint import save_atomic; "
+            "save_atomic({'iter': 3, 'big': torch.ones(2**28)}, sys.argv[1] + '/model_3.pt')",
+            str(checkpoints),
+        ],
+        cwd=ROOT,
+    )
+    partial = wait_until(
+        lambda: [p for p in checkpoints.glob(".model_3.pt.*.tmp") if p.stat().st_size > 0], "the write", writer
+    )
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=60)
+    assert partial[0].exists() and not (checkpoints / "model_3.pt").exists()
+
+    resumed = run_train([*args, "algo.max_iterations=3", "resume=true"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"removed {partial[0].name}, a checkpoint whose write was cut off" in resumed.stdout
+    assert "from model_2.pt at iteration 2" in resumed.stdout
+    assert not list(checkpoints.glob(".*.tmp"))
+    assert torch.load(checkpoints / "model_3.pt", weights_only=False)["iter"] == 3
