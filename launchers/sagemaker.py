@@ -32,8 +32,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
 """Where SageMaker keeps the checkpoint S3 URI in sync (and restores it after a Spot restart)."""
 
-ENTRY_COMMAND = "python3 -m launchers.sagemaker_entry"
-"""Command the container runs from the unpacked source; its arguments follow."""
+ENTRY_COMMAND = "exec python3 -m launchers.sagemaker_entry"
+"""Command the container runs from the unpacked source; its arguments follow.
+
+The SDK's sm_train.sh runs it with `eval` from the shell that is the container's PID 1. `exec` puts the entry
+in that shell's place: a stop or Spot interruption signals PID 1 alone, and a shell, which has no handler for
+SIGTERM, would never receive it (a PID namespace's init gets only the signals it handles)."""
 
 JOB_NAME_LIMIT = 63
 """SageMaker's limit on a training job name."""
@@ -394,6 +398,20 @@ def plan_jobs(
     return jobs
 
 
+def entry_arguments(job: SubmittedJob) -> list[str]:
+    """The arguments of `ENTRY_COMMAND` for this job: the checkpoint folder, processes per instance, overrides."""
+    arguments = ["--checkpoint-dir", CONTAINER_CHECKPOINT_DIR]
+    if job.planned.settings.processes_per_instance is not None:
+        arguments += ["--processes-per-instance", str(job.planned.settings.processes_per_instance)]
+    return [*arguments, "--", *job.container_overrides]
+
+
+def container_command(job: SubmittedJob) -> str:
+    """The command line the job's sm_train.sh runs, written as the SDK writes it: the command's words, then
+    each argument shell-quoted."""
+    return " ".join([*ENTRY_COMMAND.split(), *(shlex.quote(argument) for argument in entry_arguments(job))])
+
+
 def build_trainer(job: SubmittedJob, sdk_session, source_s3_uri: str, git_commit: str):
     """The ModelTrainer whose `train()` creates this job's Training Job."""
     from sagemaker.core.training.configs import (
@@ -408,10 +426,6 @@ def build_trainer(job: SubmittedJob, sdk_session, source_s3_uri: str, git_commit
     from sagemaker.train import ModelTrainer
 
     settings = job.planned.settings
-    entry_args = ["--checkpoint-dir", CONTAINER_CHECKPOINT_DIR]
-    if settings.processes_per_instance is not None:
-        entry_args += ["--processes-per-instance", str(settings.processes_per_instance)]
-    entry_args += ["--", *job.container_overrides]
     max_wait = None
     if settings.spot:
         max_wait = settings.max_wait_s if settings.max_wait_s is not None else 2 * settings.max_runtime_s
@@ -424,7 +438,7 @@ def build_trainer(job: SubmittedJob, sdk_session, source_s3_uri: str, git_commit
         role=settings.role,
         training_image=settings.image_uri,
         base_job_name=job.stem,
-        source_code=SourceCode(source_dir=source_s3_uri, command=ENTRY_COMMAND, args=entry_args),
+        source_code=SourceCode(source_dir=source_s3_uri, command=ENTRY_COMMAND, args=entry_arguments(job)),
         compute=Compute(
             instance_type=settings.instance_type,
             instance_count=settings.instance_count,
@@ -448,10 +462,6 @@ def describe_request(job: SubmittedJob, source: SourcePackage, source_s3_uri: st
     settings = job.planned.settings
     secret_names = set(settings.secret_env)
     environment = {key: ("***" if key in secret_names else value) for key, value in job.environment.items()}
-    entry = f"{ENTRY_COMMAND} --checkpoint-dir {CONTAINER_CHECKPOINT_DIR}"
-    if settings.processes_per_instance is not None:
-        entry += f" --processes-per-instance {settings.processes_per_instance}"
-    command = f"{entry} -- " + " ".join(shlex.quote(item) for item in job.container_overrides)
     lines = [
         f"job #{job.planned.job_num}: {job.stem}-<timestamp>",
         f"  image:       {settings.image_uri}",
@@ -460,7 +470,7 @@ def describe_request(job: SubmittedJob, source: SourcePackage, source_s3_uri: st
         f"  spot:        {settings.spot}"
         + (f" (max wait {settings.max_wait_s or 2 * settings.max_runtime_s} s)" if settings.spot else ""),
         f"  max runtime: {settings.max_runtime_s} s",
-        f"  command:     {command.strip()}",
+        f"  command:     {container_command(job)}",
         f"  source:      {source_s3_uri} ({source.size_bytes / 1e6:.2f} MB, {source.file_count} files)",
         f"  checkpoints: {job.checkpoint_s3_uri}",
         f"  output:      {job.output_s3_uri}",

@@ -76,8 +76,10 @@ def test_single_run_creates_one_job_with_its_settings(aws, monkeypatch, tmp_path
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
     assert tags["team"] == "locomotion" and tags["task"] == "toy" and "git-commit" in tags
 
-    # The job runs train.py with exactly the run's overrides, minus those that chose the launcher.
+    # The job runs train.py with exactly the run's overrides, minus those that chose the launcher, through an
+    # entry that replaces sm_train.sh's shell, so that it is the container's PID 1 and receives SageMaker's stop.
     assert overrides_of(aws, request) == ["task=toy", "algo.max_iterations=2", "seed=7"]
+    assert command_of(aws, request)[:4] == ["exec", "python3", "-m", "launchers.sagemaker_entry"]
 
     # The job exists in the emulator, and the source it names was uploaded.
     described = aws.client("sagemaker").describe_training_job(TrainingJobName=name)
@@ -128,7 +130,10 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, monkeypatch, tmp_path
     output = capfd.readouterr()
     assert status == 0
     assert output.out.count("dry run, nothing sent") + output.err.count("dry run, nothing sent") == 2
-    assert "-- task=toy seed=1" in output.out + output.err
+    assert (
+        "command:     exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints -- task=toy seed=1"
+        in (output.out + output.err)
+    )
     assert aws.created_jobs == []
     assert aws.keys() == []
 
@@ -154,7 +159,7 @@ def test_container_overrides_drop_only_launch_settings(overrides, kept):
     assert container_overrides(overrides) == kept
 
 
-def test_entry_maps_sagemaker_hosts_to_one_torchrun_per_instance(tmp_path):
+def test_entry_starts_one_train_py_per_process_of_the_instance(tmp_path):
     from launchers.sagemaker_entry import distributed_layout, training_command
 
     environ = {
@@ -163,26 +168,27 @@ def test_entry_maps_sagemaker_hosts_to_one_torchrun_per_instance(tmp_path):
         "SM_MASTER_ADDR": "algo-1",
         "SM_MASTER_PORT": "7777",
         "SM_NUM_GPUS": "4",
+        "HOME": "/root",
     }
     layout = distributed_layout(environ, None)
-    command, extra_env = training_command(["task=toy", "seed=3"], tmp_path, layout, python="python3")
-    assert command[:3] == ["python3", "-m", "torch.distributed.run"]
-    assert "--nnodes=2" in command and "--nproc_per_node=4" in command and "--node_rank=1" in command
-    assert "--master_addr=algo-1" in command and "--master_port=7777" in command
-    assert command[-4:] == [
+    command, environments = training_command(["task=toy", "seed=3"], tmp_path, layout, "python3", environ)
+    assert command[0] == "python3" and command[1].endswith("train.py"), "train.py itself, no torchrun in between"
+    assert command[2:] == [
         "task=toy",
         "seed=3",
         f"hydra.run.dir={tmp_path / 'run'}",
-        f"warp_cache_dir={tmp_path / 'warp-cache'}",
-    ], "the kernel cache lives in the synced checkpoint folder"
-    assert extra_env == {}
+        "warp_cache_dir=/root/.cache/warp",
+    ]
+    assert [v["RANK"] for v in environments] == ["4", "5", "6", "7"]
+    assert {(v["WORLD_SIZE"], v["MASTER_ADDR"], v["MASTER_PORT"]) for v in environments} == {("8", "algo-1", "7777")}
 
-    # One process in all: train.py directly, as rank 0 of a world of one.
-    single, single_env = training_command(["task=toy"], tmp_path, distributed_layout({}, None), python="python3")
-    assert single[1].endswith("train.py") and single_env["WORLD_SIZE"] == "1" and single_env["RANK"] == "0"
+    # One process in all: rank 0 of a world of one, its rendezvous on this machine.
+    single, single_env = training_command(["task=toy"], tmp_path, distributed_layout({}, None), "python3", {})
+    assert single[1].endswith("train.py") and len(single_env) == 1
+    assert (single_env[0]["WORLD_SIZE"], single_env[0]["RANK"], single_env[0]["MASTER_ADDR"]) == ("1", "0", "127.0.0.1")
 
     # A run directory with a manifest is continued.
     (tmp_path / "run").mkdir()
     (tmp_path / "run/manifest.json").write_text("{}")
-    resumed, _ = training_command(["task=toy"], tmp_path, distributed_layout({}, None), python="python3")
+    resumed, _ = training_command(["task=toy"], tmp_path, distributed_layout({}, None), "python3", {})
     assert resumed[-1] == f"resume={tmp_path / 'run'}"
