@@ -137,6 +137,10 @@ class KernelsConfig:
     uses it, one after another."""
     workers: int = 0
     """Worker processes; 0 is one per module, leaving the training process a core, at most 8."""
+    backward: bool = False
+    """Also generate and compile each kernel's adjoint (gradient) code. Training never differentiates through the
+    simulator (PPO's gradients are PyTorch's), so it is off, which shortens every kernel build; Warp fixes the
+    setting when a kernel module is imported, so it applies from the process's first simulator import."""
     modules: list[str] = field(default_factory=list)
     """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
     a run loads; names that do not import are skipped."""

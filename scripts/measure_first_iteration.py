@@ -38,6 +38,7 @@ def run_once(workdir: Path, cache: Path, args: argparse.Namespace, index: int) -
     ]
     if args.task == "h1_rough":
         command += ["task.terrain.num_rows=2", "task.terrain.num_cols=2"]
+    command += args.overrides
     launched = time.time()
     result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
     finished = time.time()
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=2, help="runs in a row sharing the cache (the first is cold)")
+    parser.add_argument("overrides", nargs="*", help="more train.py overrides, e.g. task.kernels.backward=true")
     parser.add_argument("--cache", type=Path, help="kernel cache folder to use; must be empty (default: a new one)")
     args = parser.parse_args()
 

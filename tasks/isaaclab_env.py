@@ -204,6 +204,7 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     """Launch the (kit-less) simulation and build the wrapped environment."""
     info: dict[str, Any] = {"kind": "isaaclab"}
+    set_backward(bool(task.kernels.backward))
     with contextlib.ExitStack() as stack:
         precompiler = _start_precompile(task, device)
         if precompiler is not None:
@@ -222,6 +223,13 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
             info["precompiled"] = _report(precompiler.result())
         close = stack.pop_all().close  # built: the caller closes it from here on
     return EnvHandle(env=wrapped, close=close, info=info)
+
+
+def set_backward(enabled: bool) -> None:
+    """Whether Warp generates adjoint kernels for the modules imported from now on (``task.kernels.backward``)."""
+    import warp as wp
+
+    wp.config.enable_backward = enabled
 
 
 def _start_precompile(task: DictConfig, device: str):

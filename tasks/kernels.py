@@ -64,11 +64,16 @@ def _import_warp_module(name: str):
     return module if module.kernels else None
 
 
-def build_one(name: str, device: str, cache_dir: str | None = None) -> dict[str, Any]:
+def build_one(name: str, device: str, cache_dir: str | None = None, backward: bool | None = None) -> dict[str, Any]:
     """Import the Python module ``name`` and build its Warp kernels for ``device`` into the kernel cache, without
-    loading them; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``."""
+    loading them; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``.
+
+    ``backward`` is the training process's ``warp.config.enable_backward``: a module built with another setting
+    is another build, which the simulator would not use."""
     import warp as wp
 
+    if backward is not None:
+        wp.config.enable_backward = backward
     wp.init()
     if cache_dir:  # the training process's folder, as it resolved it
         wp.config.kernel_cache_dir = cache_dir
@@ -128,7 +133,8 @@ class Precompiler:
             # Spawned, not forked: the training process already holds CUDA and threads.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             cache_dir = wp.config.kernel_cache_dir
-            self._futures = [self._pool.submit(build_one, name, device, cache_dir) for name in todo]
+            backward = bool(wp.config.enable_backward)
+            self._futures = [self._pool.submit(build_one, name, device, cache_dir, backward) for name in todo]
 
     def result(self) -> Precompiled:
         """Wait for every worker, then shut them down."""
