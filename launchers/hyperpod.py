@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -70,36 +71,69 @@ def srun_arguments(params: dict[str, Any], workdir: Path) -> list[str]:
     return arguments
 
 
-def requeue_on_killed_step(max_requeues: int) -> list[str]:
-    """Batch-script lines run after the training step: requeue when a training process was killed from outside.
+# What Slurm prints to srun's stderr (the batch script's) when it kills a step for memory: srun's report of a task
+# the kernel's cgroup OOM killer ended, slurmstepd's count of those kills, and the step error of a step that
+# jobacct_gather's OverMemoryKill ended for exceeding its job's --mem.
+OUT_OF_MEMORY_MESSAGES = ("Out Of Memory", "oom_kill event", "oom-kill event", "Exceeded job memory limit")
+# The batch script's stderr file and its size before the training step starts: the teardown reads only what this
+# attempt's srun printed (the file is appended to by every attempt).
+STDERR_MARK = [
+    'rlforge_stderr=$(readlink -f "/proc/$$/fd/2")',
+    'rlforge_stderr_offset=$(stat -c %s "$rlforge_stderr" 2>/dev/null || echo 0)',
+]
 
-    srun exits with 128 + the signal number of a killed task. SIGKILL (the OOM killer, a lost process, a
-    failing node's cleanup) and SIGBUS (a memory hardware error) are retried; a Python error (exit 1) or a
-    crash of the code itself (SIGSEGV, SIGABRT) is not, so a bug does not loop through the queue.
+
+def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
+    """Batch-script lines run after the training step: tell an out-of-memory kill apart, requeue other kills.
+
+    srun exits with 128 + the signal number of a killed task. SIGKILL (a lost process, a failing node's
+    cleanup) and SIGBUS (a memory hardware error) are retried when `requeue` is set; a Python error (exit 1) or a
+    crash of the code itself (SIGSEGV, SIGABRT) is not, so a bug does not loop through the queue. A step killed
+    for exceeding its memory is not retried either: the same run would run out again, each attempt after a
+    queue wait. Slurm says so in accounting (step state OUT_OF_MEMORY, on clusters that keep accounting) and
+    in what srun prints (:data:`OUT_OF_MEMORY_MESSAGES`); either is enough.
     """
-    return [
+    pattern = shlex.quote("|".join(OUT_OF_MEMORY_MESSAGES))
+    lines = [
         "step_status=$?",
-        'case "$step_status" in',
-        f'  {128 + 9}|{128 + 7}) if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
-        '    echo "training step killed by signal $((step_status - 128)); requeueing job $SLURM_JOB_ID" >&2',
-        '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
-        "  fi ;;",
-        "esac",
-        'exit "$step_status"',
+        "step_ran_out_of_memory() {",
+        '  sacct -n -P -j "$SLURM_JOB_ID" -o State 2>/dev/null | grep -q OUT_OF_MEMORY && return 0',
+        f'  tail -c "+$((${{rlforge_stderr_offset:-0}} + 1))" "${{rlforge_stderr:-/dev/null}}" | grep -q -E {pattern}',
+        "}",
+        'if [ "$step_status" -eq 137 ] || [ "$step_status" -eq 135 ]; then',
+        "  if step_ran_out_of_memory; then",
+        '    echo "[hyperpod] job $SLURM_JOB_ID: the training step ran out of memory and was killed; not requeueing," \\',
+        '      "the same run would run out again. Give it more memory (launcher.mem_per_task_gb) or make it" \\',
+        '      "smaller (task.num_envs)." >&2',
+        '    exit "$step_status"',
+        "  fi",
     ]
+    if requeue:
+        lines += [
+            f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {int(max_requeues)} ]; then',
+            '    echo "[hyperpod] training step killed by signal $((step_status - 128)); requeueing job $SLURM_JOB_ID" >&2',
+            '    scontrol requeue "$SLURM_JOB_ID" && exit 0',
+            "  fi",
+        ]
+    lines += ["fi", 'exit "$step_status"']
+    return lines
 
 
-def executor_parameters(params: dict[str, Any], code_dir: Path, workdir: Path) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters (sbatch flags, setup lines, srun arguments) for one run."""
+def executor_parameters(
+    params: dict[str, Any], code_dir: Path, workdir: Path, source: SourceSnapshot | None = None
+) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters (sbatch flags, setup lines, srun arguments) for one run.
+
+    `code_dir` is the folder the jobs import the project from: the source snapshot's copy of train.py's folder
+    when there is one (`source`, whose path, commit and dirty flag the jobs see in RLFORGE_SOURCE_*)."""
     tasks = tasks_per_node(params)
     gpus = params.get("gpus_per_node") or 0
     sbatch_extra = {"requeue": True, **(params.get("additional_parameters") or {})}
     # Jobs start in the submit directory; the code must be importable from wherever train.py was started.
-    setup = [
-        f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}",
-        *(params.get("setup_lines") or []),
-        *(params.get("setup") or []),
-    ]
+    setup = [f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    if source is not None:
+        setup += [f"export {name}={shlex.quote(value)}" for name, value in source.environment().items()]
+    setup += [*(params.get("setup_lines") or []), *(params.get("setup") or []), *STDERR_MARK]
     parameters: dict[str, Any] = {
         "job_name": params.get("name") or "train",
         "time": int(params["timeout_min"]),
@@ -112,8 +146,10 @@ def executor_parameters(params: dict[str, Any], code_dir: Path, workdir: Path) -
         "additional_parameters": sbatch_extra,
         "stderr_to_stdout": bool(params.get("stderr_to_stdout")),
     }
-    if params.get("requeue_failed_steps", True):
-        parameters["teardown"] = requeue_on_killed_step(int(params["max_requeues"]))
+    # HyperPod's auto-resume restarts the step itself after a node failure; a requeue on top would restart the
+    # run a second time for the same failure.
+    requeue = bool(params.get("requeue_failed_steps", True)) and not auto_resume_enabled(params)
+    parameters["teardown"] = killed_step_teardown(int(params["max_requeues"]), requeue=requeue)
     if gpus:
         parameters["gpus_per_node"] = int(gpus)
     if params.get("cpus_per_task"):
@@ -125,6 +161,122 @@ def executor_parameters(params: dict[str, Any], code_dir: Path, workdir: Path) -
         if params.get(key):
             parameters[key] = params[key]
     return parameters
+
+
+SOURCE_SNAPSHOT_ENV = "RLFORGE_SOURCE_SNAPSHOT"
+"""Set in every job: the folder holding the copy of the source the job runs (see :func:`snapshot_source`)."""
+SOURCE_COMMIT_ENV = "RLFORGE_SOURCE_COMMIT"
+"""Set in every job: the commit the submitting work tree was on."""
+SOURCE_DIRTY_ENV = "RLFORGE_SOURCE_DIRTY"
+"""Set in every job: 1 when the snapshot holds changes that are not committed (modified or untracked files)."""
+SOURCE_PREFIX = "source-"
+
+
+@dataclass(frozen=True)
+class SourceSnapshot:
+    """A copy of the project's source taken when the jobs were submitted; every attempt of them runs it."""
+
+    path: Path
+    """Folder of the copy (the work tree's root); `<sweep dir>/source-<digest>`."""
+    code_dir: Path
+    """train.py's folder inside the copy: what the jobs put first on PYTHONPATH."""
+    commit: str
+    """Commit the work tree was on ("none" before the first commit)."""
+    dirty: bool
+    """Whether the copy holds uncommitted changes (modified or untracked files, copied as they were)."""
+    sha256: str
+    """Digest of the copied files' names, modes and contents; equal sources give equal digests."""
+    file_count: int
+    """Number of files copied."""
+
+    def environment(self) -> dict[str, str]:
+        """What the jobs are told about the source they run."""
+        return {
+            SOURCE_SNAPSHOT_ENV: str(self.path),
+            SOURCE_COMMIT_ENV: self.commit,
+            SOURCE_DIRTY_ENV: "1" if self.dirty else "0",
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "commit": self.commit,
+            "dirty": self.dirty,
+            "sha256": self.sha256,
+            "files": self.file_count,
+        }
+
+
+def work_tree_root(folder: Path) -> Path | None:
+    """The root of the git work tree that holds `folder`, or None (not a work tree, or no git)."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
+
+
+def snapshot_source(code_dir: Path, parent: Path) -> SourceSnapshot:
+    """Copy the source of the work tree holding `code_dir` into `parent/source-<digest>` and describe it.
+
+    The files are those git tracks or would track (launchers.sagemaker_source.list_source_files, the same rule
+    as a SageMaker job's source package): committed, modified and new files as they are now; ignored outputs,
+    virtual environments and caches are left out. The copies are made read-only; an unchanged source submitted
+    again into the same folder reuses the copy.
+    """
+    import hashlib
+
+    from launchers.sagemaker_source import git_state, list_source_files
+
+    root = work_tree_root(code_dir)
+    if root is None:
+        raise SubmitCheckError(
+            f"{code_dir} is not in a git work tree, so its source cannot be snapshot for the jobs; "
+            "run from a git checkout, or set launcher.source_snapshot=false to run the live folder"
+        )
+    names = list_source_files(root)
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".source-", dir=parent))
+    digest = hashlib.sha256()
+    try:
+        for name in names:
+            source, target = root / name, staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest.update(name.encode() + b"\0")
+            if source.is_symlink():
+                link = os.readlink(source)
+                os.symlink(link, target)
+                digest.update(b"link\0" + link.encode() + b"\0")
+                continue
+            data = source.read_bytes()
+            mode = source.stat().st_mode & 0o555
+            target.write_bytes(data)
+            target.chmod(mode)
+            digest.update(f"{mode:o}\0".encode() + hashlib.sha256(data).digest())
+        commit, dirty = git_state(root)
+        path = parent / f"{SOURCE_PREFIX}{digest.hexdigest()[:16]}"
+        staging.chmod(0o755)
+        try:
+            staging.rename(path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            # The same source was copied here before (the name is its digest): keep that copy.
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    inside = Path(code_dir).resolve().relative_to(root)
+    return SourceSnapshot(
+        path=path,
+        code_dir=path / inside,
+        commit=commit,
+        dirty=dirty,
+        sha256=digest.hexdigest(),
+        file_count=len(names),
+    )
 
 
 def _sinfo(*args: str) -> list[str]:
@@ -148,8 +300,10 @@ def _check_writable(folder: Path) -> str | None:
     return None
 
 
-def check_before_submit(params: dict[str, Any], output_root: Path) -> list[str]:
-    """Everything that can be found wrong before queueing; returns warnings, raises SubmitCheckError on errors."""
+def check_before_submit(params: dict[str, Any], output_root: Path, code_dir: Path | None = None) -> list[str]:
+    """Everything that can be found wrong before queueing; returns warnings, raises SubmitCheckError on errors.
+
+    `code_dir` is train.py's folder, which must be in a git work tree when the source is snapshot."""
     errors: list[str] = []
     warnings: list[str] = []
     nodes, gpus = params.get("nodes"), params.get("gpus_per_node") or 0
@@ -177,6 +331,11 @@ def check_before_submit(params: dict[str, Any], output_root: Path) -> list[str]:
         )
     if params.get("max_requeues", 0) < 0:
         errors.append(f"launcher.max_requeues={params['max_requeues']}: give 0 or more")
+    if params.get("source_snapshot", True) and code_dir is not None and work_tree_root(code_dir) is None:
+        errors.append(
+            f"{code_dir} is not in a git work tree, which launcher.source_snapshot=true copies for the jobs; "
+            "run from a git checkout, or set launcher.source_snapshot=false to run the live folder"
+        )
     problem = _check_writable(output_root)
     if problem:
         errors.append(problem)
@@ -222,9 +381,17 @@ class SubmittedRun:
     run_dir: str
     overrides: list[str]
     log_file: str
+    source: SourceSnapshot | None = None
+    """The copy of the source the job runs (None with launcher.source_snapshot=false: the live folder)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "run_dir": self.run_dir, "overrides": self.overrides, "log": self.log_file}
+        return {
+            "job_id": self.job_id,
+            "run_dir": self.run_dir,
+            "overrides": self.overrides,
+            "log": self.log_file,
+            "source": self.source.to_dict() if self.source else None,
+        }
 
 
 def write_manifest(sweep_dir: Path, runs: Sequence[SubmittedRun]) -> Path:
@@ -269,8 +436,11 @@ def wait_for(jobs: Sequence[Any], poll_interval_s: float, out: Callable[[str], N
 
 
 def python_command(params: dict[str, Any]) -> str:
-    """Interpreter of the compute nodes: the launcher's setting, or the one running this submission."""
-    return params.get("python") or shlex.quote(sys.executable)
+    """Interpreter of the compute nodes: the launcher's setting, or the one running this submission.
+
+    `-P` keeps the job's working directory (the submit directory, often the live checkout) off the front of
+    sys.path, where `python -m` would put it: the project is imported from PYTHONPATH, the source snapshot."""
+    return f"{params.get('python') or shlex.quote(sys.executable)} -P"
 
 
 def code_dir() -> Path:

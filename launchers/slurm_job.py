@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import enum
 import os
+import re
 import signal
 import subprocess
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
 
-# Signals that Slurm sends: SIGUSR2 before the time limit (`--signal=USR2@<delay>`) and on preemption
-# (submitit's convention, `scancel --signal=USR2`); SIGTERM when the job is cancelled, requeued or its node
-# is drained. Only SIGUSR2 asks for a requeue: a SIGTERM may be a user's `scancel`, which must end the run.
+# Signals that Slurm sends to a job's processes: SIGUSR2 before the time limit (`--signal=USR2@<delay>`) and
+# on a preemption notice sent as that signal (`scancel --signal=USR2`); SIGTERM when the job is preempted
+# (PreemptMode=REQUEUE or CANCEL with a GraceTime: SIGTERM at once, the kill when the grace time is over), when a
+# user cancels it (`scancel`) and when it is requeued (`scontrol requeue`). SIGUSR2 always asks for a requeue;
+# what a SIGTERM means is read from the controller (see :func:`classify_stop`).
 REQUEUE_SIGNAL = signal.SIGUSR2
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+# How long the plugin waits, after the run stopped, for the controller's answer about a SIGTERM.
+CLASSIFY_TIMEOUT_S = 30.0
+
+
+class StopKind(enum.Enum):
+    """What the plugin does once the run has stopped on a signal."""
+
+    REQUEUE = "requeue"
+    """Preempted or near the time limit: requeue the job, the next attempt continues the run."""
+    REQUEUED_BY_SLURM = "requeued by Slurm"
+    """Slurm has already requeued the job (`scontrol requeue`, a grace time that ran out): just leave."""
+    STOP = "stop"
+    """Cancelled by a user: the run ends here and is not requeued."""
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """What a stop signal meant, as the controller described the job when the signal arrived."""
+
+    kind: StopKind
+    signal: str
+    """Name of the first stop signal (``SIGTERM``, ``SIGUSR2``)."""
+    explanation: str
+    """One sentence for the log and the ledger."""
+    job: dict[str, str] = field(default_factory=dict)
+    """The fields of `scontrol show job` the decision read (JobState, PreemptTime, Restarts, EndTime)."""
 
 
 def export_distributed_env() -> dict[str, str]:
@@ -86,26 +118,113 @@ def with_resume(overrides: list[str], run_dir: Path) -> list[str]:
     return [*kept, f"resume={Path(run_dir).resolve()}"]
 
 
+JOB_FIELDS = ("JobState", "Reason", "Restarts", "PreemptTime", "EndTime")
+
+
+def describe_job(job_id: str) -> dict[str, str]:
+    """The fields of `scontrol show job <job_id>` in :data:`JOB_FIELDS` (empty if the controller did not answer)."""
+    try:
+        result = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if result.returncode != 0:
+        return {}
+    described = {}
+    for name in JOB_FIELDS:
+        found = re.search(rf"(?:^|\s){name}=(\S+)", result.stdout)
+        if found:
+            described[name] = found.group(1)
+    return described
+
+
+def _is_set(value: str | None) -> bool:
+    return bool(value) and value not in {"None", "Unknown", "(null)", "N/A"}
+
+
+def is_preemption(job: dict[str, str]) -> bool:
+    """Whether the controller's description of a job (:func:`describe_job`) says it is being preempted."""
+    return _is_set(job.get("PreemptTime"))
+
+
+def classify_stop(signal_name: str, job: dict[str, str], restarts_before: int) -> StopDecision:
+    """Decide what a stop signal means from the controller's view of the job at that moment.
+
+    Measured on Slurm 22.05 (tests/slurm): a job preempted with a GraceTime gets SIGTERM while it is still
+    RUNNING with `PreemptTime` set, and Slurm does not requeue it itself if it exits within the grace time (it
+    ends COMPLETED), so the run requeues it. A user's `scancel` leaves the job COMPLETING or CANCELLED without a
+    preemption time. `scontrol requeue` (by a user, or by Slurm when the grace time ran out) has already counted
+    one more restart than this attempt started with. SIGUSR2 comes only for a time limit or a preemption notice.
+    """
+    state = job.get("JobState", "")
+    restarts = int(job["Restarts"]) if job.get("Restarts", "").isdigit() else restarts_before
+    if restarts > restarts_before:
+        return StopDecision(
+            StopKind.REQUEUED_BY_SLURM, signal_name, f"Slurm requeued the job ({signal_name}, {state})", job
+        )
+    if signal_name == signal.Signals(REQUEUE_SIGNAL).name:
+        what = "preempted by Slurm" if is_preemption(job) else "near the time limit or preempted"
+        return StopDecision(StopKind.REQUEUE, signal_name, f"{what} ({signal_name})", job)
+    if state == "RUNNING" and is_preemption(job):
+        return StopDecision(
+            StopKind.REQUEUE,
+            signal_name,
+            f"preempted by Slurm at {job['PreemptTime']} ({signal_name}; killed at {job.get('EndTime', '?')} "
+            "unless it leaves first)",
+            job,
+        )
+    if not job:
+        explanation = f"stopped ({signal_name}; the controller did not describe the job, so it is not requeued)"
+    else:
+        explanation = f"cancelled ({signal_name}, job {state or 'state unknown'})"
+    return StopDecision(StopKind.STOP, signal_name, explanation, job)
+
+
 class StopSignals:
     """While active, SIGUSR2 and SIGTERM ask the training loop to checkpoint and stop (core.lifecycle).
 
     It replaces submitit's own handlers, which requeue from inside the handler before the training loop
-    could write a checkpoint; here the loop finishes its iteration, saves, and the caller requeues.
+    could write a checkpoint; here the loop finishes its iteration, saves, and the caller requeues. The first
+    signal also starts a thread that asks the controller what the signal means (:func:`classify_stop`), so that
+    the handler itself returns at once; :meth:`decision` waits for its answer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, job_id: str | None = None, restarts_before: int | None = None) -> None:
         self.received: list[str] = []
+        self.job_id = job_id if job_id is not None else os.environ.get("SLURM_JOB_ID", "")
+        self.restarts_before = restart_count() if restarts_before is None else restarts_before
         self._previous: dict[int, object] = {}
+        self._decision: StopDecision | None = None
+        self._classifier: threading.Thread | None = None
 
     @property
     def requeue_requested(self) -> bool:
         return signal.Signals(REQUEUE_SIGNAL).name in self.received
+
+    def _classify(self, signal_name: str) -> None:
+        job = describe_job(self.job_id) if self.job_id else {}
+        self._decision = classify_stop(signal_name, job, self.restarts_before)
+
+    def decision(self, timeout_s: float = CLASSIFY_TIMEOUT_S) -> StopDecision | None:
+        """What the first stop signal meant (None if none came); waits up to `timeout_s` for the controller."""
+        if not self.received:
+            return None
+        if self._classifier is not None:
+            self._classifier.join(timeout_s)
+        if self._decision is None:
+            return classify_stop(self.received[0], {}, self.restarts_before)
+        return self._decision
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         from core.lifecycle import request_stop
 
         name = signal.Signals(signum).name
         self.received.append(name)
+        if self._classifier is None:
+            # Started before the stop request: during start-up the request raises at once (core.lifecycle).
+            self._classifier = threading.Thread(target=self._classify, args=(name,), daemon=True)
+            self._classifier.start()
         reason = "preempted or near the time limit (SIGUSR2)" if signum == REQUEUE_SIGNAL else f"stopped ({name})"
         request_stop(reason)
 

@@ -57,10 +57,15 @@ class HyperPodLauncherConfig(LauncherConfig):
     """Extra `#SBATCH --key=value` lines, e.g. `{exclusive: true, constraint: a100}`."""
     auto_resume: bool | None = None
     """HyperPod's `srun --auto-resume=1` (replace a faulty node and restart the step); null: on when this host
-    is a HyperPod node (`/opt/sagemaker_cluster` exists)."""
+    is a HyperPod node (`/opt/sagemaker_cluster` exists). While it is on, a killed step is not also requeued
+    (`requeue_failed_steps` is ignored): one node failure, one restart."""
     requeue_failed_steps: bool = True
-    """Requeue the job when its training step is killed by a signal (a lost node, an OOM kill), not when it fails
-    with an error; bounded by `max_requeues`."""
+    """Requeue the job when its training step is killed by a signal (a lost process or node), not when it fails
+    with an error or was killed for exceeding its memory; bounded by `max_requeues`."""
+    source_snapshot: bool = True
+    """Copy the source (the files git tracks or would track) into `<sweep dir>/source-<digest>` at submission
+    and run every attempt from that copy, so that edits made after submitting never reach a requeued job; needs a
+    git work tree. False runs the live folder of train.py."""
     array_parallelism: int = 256
     """Runs of one sweep (one job array) that may run at the same time."""
     wait: bool = False
@@ -88,6 +93,7 @@ class HyperPodQueueConf(SlurmQueueConf):
     srun_args: list[str] = field(default_factory=list)
     auto_resume: bool | None = None
     requeue_failed_steps: bool = True
+    source_snapshot: bool = True
     output_root: str = "outputs"
     wait: bool = False
     poll_interval_s: float = 15.0

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
@@ -16,19 +17,26 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from core import ledger
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+if TYPE_CHECKING:
+    from launchers.hyperpod import SourceSnapshot
+    from launchers.slurm_job import StopDecision
+
 log = logging.getLogger(__name__)
 
 
 class HyperPodLauncher(SlurmLauncher):
-    """hydra-submitit-launcher's Slurm launcher, changed in four ways.
+    """hydra-submitit-launcher's Slurm launcher, changed in five ways.
 
-    - `launch` checks the request on the submit host, submits (a sweep as one job array), prints job ids and
-      run directories, and returns without waiting unless `wait` is set.
+    - `launch` checks the request on the submit host, copies the source into the sweep directory (the jobs run
+      that copy, whatever happens to the work tree later), submits (a sweep as one job array), prints job ids
+      and run directories, and returns without waiting unless `wait` is set.
     - Inside the job, torch.distributed variables are set from Slurm and a run directory that already holds a
       checkpoint is continued (`resume=<run dir>`), so every kind of restart resumes.
-    - SIGUSR2 (preemption, time limit) stops training at the end of the iteration with a checkpoint, and the
-      job requeues itself; SIGTERM stops it the same way without a requeue.
-    - A training step killed by a signal requeues the job (see launchers.hyperpod.requeue_on_killed_step).
+    - SIGUSR2 (time limit, preemption notice) and a preemption's SIGTERM stop training at the end of the
+      iteration (at once during start-up) with a checkpoint, and the job requeues itself; a user's `scancel`
+      (SIGTERM) stops it the same way without a requeue (see launchers.slurm_job.classify_stop).
+    - A training step killed by a signal requeues the job, unless it was killed for exceeding its memory or
+      HyperPod's auto-resume restarts it (see launchers.hyperpod.killed_step_teardown).
     """
 
     def __call__(
@@ -43,12 +51,18 @@ class HyperPodLauncher(SlurmLauncher):
         import submitit
 
         from core.lifecycle import Interrupted
-        from launchers import slurm_job
+        from launchers import hyperpod, slurm_job
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         Singleton.set_state(singleton_state)
         setup_globals()
         slurm_job.export_distributed_env()
+        snapshot = os.environ.get(hyperpod.SOURCE_SNAPSHOT_ENV)
+        print(
+            f"[hyperpod] code from {Path(__file__).resolve().parents[2]}"
+            + (f" (source snapshot of commit {os.environ.get(hyperpod.SOURCE_COMMIT_ENV)})" if snapshot else ""),
+            flush=True,
+        )
 
         job_environment = submitit.JobEnvironment()
         sweep_config = self._job_config(sweep_overrides, job_num, job_environment.job_id)
@@ -57,6 +71,10 @@ class HyperPodLauncher(SlurmLauncher):
         if overrides != list(sweep_overrides):
             log.info("continuing %s from %s", run_dir, slurm_job.latest_checkpoint(run_dir))
             sweep_config = self._job_config(overrides, job_num, job_environment.job_id)
+
+        # The training code (torch included) is imported while submitit's handlers still hold the signals: the
+        # run forgets stop requests made before it starts, and submitit requeues on SIGUSR2 by itself.
+        import core.train  # noqa: F401
 
         with slurm_job.StopSignals() as signals:
             result = run_job(
@@ -67,25 +85,69 @@ class HyperPodLauncher(SlurmLauncher):
                 job_subdir_key="hydra.sweep.subdir",
             )
         slurm_job.close_process_group()
-        interrupted = result.status == JobStatus.FAILED and isinstance(result._return_value, Interrupted)
-        if interrupted and signals.requeue_requested:
-            if slurm_job.global_rank() == 0:
-                message = slurm_job.requeue_this_job(int(self.params["max_requeues"]))
-                log.warning("%s: %s", result._return_value, message)
-                from core import ledger
-
-                ledger.record(
-                    "requeued",
-                    job_id=job_environment.job_id,
-                    restart_count=slurm_job.restart_count(),
-                    reason=str(result._return_value),
-                )
-            # Leave without a result file: the job is not over, the requeued one will write it.
-            raise SystemExit(0)
+        stop = result._return_value if result.status == JobStatus.FAILED else None
+        decision = signals.decision() if isinstance(stop, Interrupted) else None
+        if decision is not None and decision.kind is slurm_job.StopKind.STOP:
+            log.warning("%s: %s; not requeued", stop, decision.explanation)
+        elif decision is not None:
+            self._leave_for_next_attempt(decision, stop, job_environment.job_id)
         if result.status == JobStatus.FAILED:
             # Raising (rather than returning the failure) makes Slurm record the job as FAILED.
             raise result._return_value
         return result
+
+    def _leave_for_next_attempt(self, decision: StopDecision, stop: BaseException, job_id: str) -> None:
+        """Requeue the job (rank 0) unless Slurm already did, record it in the run's ledger, and exit cleanly."""
+        from launchers import slurm_job
+
+        if slurm_job.global_rank() == 0:
+            job = decision.job
+            if slurm_job.is_preemption(job):
+                ledger.record(
+                    "preempted",
+                    job_id=job_id,
+                    signal=decision.signal,
+                    preempt_time=job.get("PreemptTime"),
+                    kill_time=job.get("EndTime"),
+                )
+            if decision.kind is slurm_job.StopKind.REQUEUE:
+                message = slurm_job.requeue_this_job(int(self.params["max_requeues"]))
+                requeued_by = "run"
+            else:
+                message = f"Slurm requeued job {job_id} itself"
+                requeued_by = "slurm"
+            log.warning("%s (%s): %s", stop, decision.explanation, message)
+            ledger.record(
+                "requeued",
+                job_id=job_id,
+                restart_count=slurm_job.restart_count(),
+                reason=str(stop),
+                why=decision.explanation,
+                by=requeued_by,
+            )
+        # Leave without a result file: the job is not over, the requeued one will write it.
+        raise SystemExit(0)
+
+    def _running_from(self, source: SourceSnapshot, code_dir: Path) -> HyperPodLauncher:
+        """A copy of this launcher for the jobs, whose config search path reads the snapshot's config files.
+
+        Every attempt composes its config again (with `resume=` when continuing); the primary config folder
+        (`conf/` next to train.py) is searched in the snapshot, not in the work tree it was copied from.
+        """
+        import copy
+
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+        assert self.hydra_context is not None
+        search_path = ConfigSearchPathImpl()
+        for element in self.hydra_context.config_loader.get_search_path().get_path():
+            search_path.append(element.provider, _in_snapshot(element.path, code_dir, source.code_dir))
+        job_launcher = copy.copy(self)
+        job_launcher.hydra_context = HydraContext(
+            config_loader=ConfigLoaderImpl(config_search_path=search_path), callbacks=self.hydra_context.callbacks
+        )
+        return job_launcher
 
     def _job_config(self, overrides: list[str], job_num: int, slurm_job_id: str) -> DictConfig:
         assert self.hydra_context is not None and self.config is not None
@@ -101,7 +163,8 @@ class HyperPodLauncher(SlurmLauncher):
 
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         output_root = OmegaConf.select(config, "output_root", default=None) or self.params["output_root"]
-        for warning in hyperpod.check_before_submit(self.params, Path(str(output_root)).resolve()):
+        checks = hyperpod.check_before_submit(self.params, Path(str(output_root)).resolve(), hyperpod.code_dir())
+        for warning in checks:
             log.warning(warning)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -122,16 +185,25 @@ class HyperPodLauncher(SlurmLauncher):
             job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state()))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
+        code_dir, source, job_launcher = hyperpod.code_dir(), None, self
+        if params.get("source_snapshot", True):
+            source = hyperpod.snapshot_source(code_dir, sweep_dir)
+            log.info("jobs run the source copied to %s (%d files)", source.path, source.file_count)
+            job_launcher = self._running_from(source, code_dir)
         submitit_folder = str(params["submitit_folder"])
         executor = submitit.SlurmExecutor(
             folder=submitit_folder,
             max_num_timeout=int(params["max_num_timeout"]),
             python=hyperpod.python_command(params),
         )
-        executor.update_parameters(**hyperpod.executor_parameters(params, hyperpod.code_dir(), Path(os.getcwd())))
+        executor.update_parameters(
+            **hyperpod.executor_parameters(
+                params, source.code_dir if source else code_dir, Path(os.getcwd()), source=source
+            )
+        )
         # sbatch passes the submitter's environment into the jobs: the ledger counts queue time from this moment.
         os.environ[ledger.SUBMITTED_AT_ENV] = str(time.time())
-        jobs = executor.map_array(self, *zip(*job_params, strict=True))
+        jobs = executor.map_array(job_launcher, *zip(*job_params, strict=True))
 
         runs = [
             hyperpod.SubmittedRun(
@@ -139,6 +211,7 @@ class HyperPodLauncher(SlurmLauncher):
                 run_dir=run_dir,
                 log_file=str(job.paths.stdout),
                 overrides=filter_overrides(list(overrides)),
+                source=source,
             )
             for job, run_dir, overrides in zip(jobs, run_dirs, job_overrides, strict=True)
         ]
@@ -166,3 +239,16 @@ class HyperPodLauncher(SlurmLauncher):
             job_return.cfg = OmegaConf.create({"slurm_job_id": run.job_id, "run_dir": run.run_dir})
             submitted.append(job_return)
         return submitted
+
+
+def _in_snapshot(search_path: str, code_dir: Path, snapshot_code_dir: Path) -> str:
+    """A Hydra config search path (a folder, written bare or as `file://<folder>`) moved into the snapshot when
+    it lies under `code_dir`; other paths (`pkg://...`, folders elsewhere) are returned unchanged."""
+    scheme = "file://" if search_path.startswith("file://") else ""
+    if "://" in search_path and not scheme:
+        return search_path
+    folder = Path(search_path[len(scheme) :]).resolve()
+    try:
+        return f"{scheme}{snapshot_code_dir / folder.relative_to(code_dir.resolve())}"
+    except ValueError:
+        return search_path

@@ -22,6 +22,13 @@ APT_PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mar
 REQUIRED_PROGRAMS = ("munged", "slurmctld", "slurmd", "slurmdbd", "mariadbd", "mariadb-install-db", "sbatch", "sacct")
 CLUSTER_NAME = "testcluster"
 PARTITION = "debug"
+# Higher priority tier: its jobs preempt (requeue) the jobs of PARTITION.
+URGENT_PARTITION = "urgent"
+# Seconds a preempted job has between Slurm's SIGTERM and its kill.
+GRACE_TIME_S = 30
+NODE_CPUS = 2
+# Each simulated node has the machine's memory (more than that and slurmd reports the node invalid).
+NODE_MEMORY_MB = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20 - 256
 NODE_NAMES = ("127.0.0.1", "127.0.0.2")
 MUNGE_KEY = Path("/etc/munge/munge.key")
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -121,7 +128,6 @@ class SlurmCluster:
         # munged and mariadbd run as their own users and must reach their files.
         self.root.chmod(0o755)
 
-        cpus = 2
         last_slurmd_port = self.first_slurmd_port + len(NODE_NAMES) - 1
         self.conf.write_text(
             textwrap.dedent(
@@ -145,14 +151,21 @@ class SlurmCluster:
                 SlurmdDebug=info
                 ProctrackType=proctrack/linuxproc
                 TaskPlugin=task/none
-                JobAcctGatherType=jobacct_gather/none
+                # Memory use of every step is sampled each second, and a step that exceeds its job's --mem is
+                # killed by Slurm itself (no cgroups on this machine): the out-of-memory kill of a real cluster.
+                JobAcctGatherType=jobacct_gather/linux
+                JobAcctGatherFrequency=task=1
+                JobAcctGatherParams=OverMemoryKill
                 MpiDefault=none
                 MailProg=/bin/true
                 SchedulerType=sched/backfill
                 # Frequent scheduling passes start a requeued job as soon as its credential delay is over.
                 SchedulerParameters=sched_interval=2,bf_interval=2
                 SelectType=select/cons_tres
-                SelectTypeParameters=CR_Core
+                # Memory is a consumable resource, so that a job's --mem is the limit its steps are held to; a job that
+                # asks for none gets its CPUs' share of the node (two one-CPU jobs per node, as with cores alone).
+                SelectTypeParameters=CR_Core_Memory
+                DefMemPerCPU={NODE_MEMORY_MB // NODE_CPUS}
                 JobRequeue=1
                 ReturnToService=2
                 SlurmdTimeout=10
@@ -163,8 +176,14 @@ class SlurmCluster:
                 AccountingStoragePort={self.dbd_port}
                 AccountingStoragePass={self.munge_socket}
                 NodeName={NODE_NAMES[0].rsplit(".", 1)[0]}.[1-{len(NODE_NAMES)}] NodeHostname={self.hostname} \
-                Port=[{self.first_slurmd_port}-{last_slurmd_port}] CPUs={cpus} RealMemory=8000 State=UNKNOWN
-                PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+                Port=[{self.first_slurmd_port}-{last_slurmd_port}] CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
+                # A job of the higher-priority partition preempts one of the default partition as Slurm does on
+                # shared clusters: SIGTERM at once, then after GraceTime the job is killed and requeued.
+                PreemptType=preempt/partition_prio
+                PreemptMode=REQUEUE
+                PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 \
+                GraceTime={GRACE_TIME_S}
+                PartitionName={URGENT_PARTITION} Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
                 """
             )
         )
@@ -292,6 +311,21 @@ class SlurmCluster:
 
     def slurmd_process(self, node: str) -> subprocess.Popen:
         return next(p for p in reversed(self.processes) if p.name == f"slurmd-{node}")  # type: ignore[attr-defined]
+
+    def preempt_node(self, node: str) -> str:
+        """Submit a short job of the higher-priority partition that needs all of `node`; return its job id.
+
+        It preempts the jobs running there as Slurm does: SIGTERM now, the kill after GraceTime."""
+        submitted = self.run(
+            "sbatch",
+            "--parsable",
+            f"--partition={URGENT_PARTITION}",
+            f"--nodelist={node}",
+            "--exclusive",
+            "--output=/dev/null",
+            "--wrap=sleep 1",
+        )
+        return submitted.stdout.strip()
 
     def lose_node(self, node: str, job_id: str) -> None:
         """Make `node` vanish as a crashed machine would: its slurmd and the job's processes there die at once."""

@@ -28,8 +28,18 @@ TOY = [
 ]
 
 
-def train(cluster, output_root: Path, *overrides: str, task: str = "toy", multirun: bool = False, timeout: float = 180):
-    """`python train.py launcher=hyperpod ...` as a user runs it on the submit host."""
+def train(
+    cluster,
+    output_root: Path,
+    *overrides: str,
+    task: str = "toy",
+    multirun: bool = False,
+    timeout: float = 180,
+    checkout: Path = REPO,
+    env: dict[str, str] | None = None,
+):
+    """`python train.py launcher=hyperpod ...` as a user runs it on the submit host (in `checkout`); `env` is
+    added to the environment, which sbatch passes on to the jobs."""
     command = [
         sys.executable,
         "train.py",
@@ -40,7 +50,9 @@ def train(cluster, output_root: Path, *overrides: str, task: str = "toy", multir
         f"launcher.output_root={output_root}",
         *overrides,
     ]
-    return subprocess.run(command, cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=checkout, env={**cluster.env, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def submitted(output_root: Path) -> list[dict]:
@@ -247,13 +259,168 @@ def test_lost_node_requeues_the_job_which_resumes_on_another_node(slurm_cluster,
     assert summary_iterations(run_dir) == 150
 
 
+def events_named(events: list[dict], name: str) -> list[dict]:
+    return [event for event in events if event["event"] == name]
+
+
+def test_job_preempted_by_a_higher_priority_job_comes_back_at_the_iteration_it_stopped(slurm_cluster, tmp_path):
+    """PreemptMode=REQUEUE with a GraceTime: Slurm sends SIGTERM, not SIGUSR2, and would kill the job later."""
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=200", "algo.save_interval=1000")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    run_dir = run["run_dir"]
+    metrics = Path(run_dir) / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training", interval=0.05)
+    node = slurm_cluster.run("squeue", "-h", "-j", run["job_id"], "-o", "%N").stdout.strip()
+    urgent = slurm_cluster.preempt_node(node)
+
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    # One requeue, the run's own: Slurm did not requeue it a second time when the grace time was over.
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    assert slurm_cluster.wait_until_done(urgent) == {urgent: "COMPLETED"}
+    events = ledger(run_dir)
+    (signalled,) = events_named(events, "signal")
+    (preempted,) = events_named(events, "preempted")
+    (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
+    assert "SIGTERM" in signalled["reason"] and "SIGTERM" in stopped["reason"]
+    assert preempted["signal"] == "SIGTERM" and preempted["preempt_time"] not in (None, "None")
+    k = stopped["iteration"]
+    assert 3 <= k < 200
+    assert {"event": "checkpoint", "iteration": k} in [
+        {"event": e["event"], "iteration": e.get("iteration")} for e in events
+    ]
+    (requeued,) = events_named(events, "requeued")
+    assert requeued["by"] == "run" and "preempted" in requeued["why"]
+    (resumed,) = events_named(events, "resume")
+    assert resumed["iteration"] == k and resumed["checkpoint"] == f"model_{k}.pt"
+    assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 200
+    assert summary_iterations(run_dir) == 200
+
+
+def test_cancelled_job_stops_with_a_checkpoint_and_is_not_requeued(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=5000", "algo.save_interval=1000")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    metrics = Path(run["run_dir"]) / "metrics.jsonl"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, "training", interval=0.05)
+    slurm_cluster.run("scancel", run["job_id"])
+    states = slurm_cluster.wait_until_done(run["job_id"])
+    assert states == {run["job_id"]: "CANCELLED"}
+    time.sleep(12)  # Longer than a requeued job takes to start again here.
+    assert slurm_cluster.job_history(run["job_id"]) == ["CANCELLED"]
+    events = ledger(run["run_dir"])
+    (stopped,) = [event for event in events if event["event"] == "end" and event["how"] == "interrupted"]
+    assert "SIGTERM" in stopped["reason"] and stopped["iteration"] in checkpoint_iterations(run["run_dir"])
+    assert not events_named(events, "requeued") and not events_named(events, "preempted")
+    assert len(events_named(events, "process_start")) == 1
+
+
+def test_time_limit_before_the_first_iteration_requeues_the_job_instead_of_timing_out(slurm_cluster, tmp_path):
+    """The time limit's SIGUSR2 comes while the first attempt is still starting up (a slow simulator build)."""
+    result = train(
+        slurm_cluster,
+        tmp_path,
+        "task.kind=slow_start_toy",
+        "algo.max_iterations=6",
+        "algo.save_interval=2",
+        "launcher.time_limit_min=1",
+        # Slurm sends the signal up to a minute early, checking every 30 s: here at its first check.
+        "launcher.signal_delay_s=55",
+        env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "slow_start"), "RLFORGE_TEST_SLOW_START_S": "600"},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=400)
+    log = Path(run["log"]).read_text()
+    assert states == {run["job_id"]: "COMPLETED"}, log[-3000:]
+    history = slurm_cluster.job_history(run["job_id"])
+    # Each attempt may meet the early signal again; none may reach the time limit, which Slurm never requeues.
+    assert "TIMEOUT" not in history and history[0] == "REQUEUED" and history[-1] == "COMPLETED", history
+    events = ledger(run["run_dir"])
+    first_attempt = [event for event in events if event["attempt"] == events[0]["attempt"]]
+    assert "first_iteration" not in [event["event"] for event in first_attempt]
+    assert "[slow start]" in log
+    (stopped,) = [event for event in first_attempt if event["event"] == "end"]
+    assert stopped["how"] == "interrupted" and stopped["iteration"] == 0 and "SIGUSR2" in stopped["reason"]
+    assert events_named(first_attempt, "requeued")
+    # Nothing was saved before the stop: the next attempt started the same run from its beginning.
+    resumed = events_named(events, "resume")[0]
+    assert resumed["iteration"] == 0 and resumed["checkpoint"] is None
+    assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 6
+    assert summary_iterations(run["run_dir"]) == 6
+
+
+def test_step_killed_for_exceeding_its_memory_fails_once_instead_of_requeueing(slurm_cluster, tmp_path):
+    result = train(slurm_cluster, tmp_path, "algo.max_iterations=5000", "launcher.mem_per_task_gb=0.2")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = slurm_cluster.wait_until_done(run["job_id"])
+    errors = Path(run["log"].replace("_log.out", "_log.err")).read_text()
+    assert states[run["job_id"]] in {"FAILED", "OUT_OF_MEMORY"}, errors[-3000:]
+    time.sleep(12)  # Longer than a requeued job takes to start again here.
+    assert len(slurm_cluster.job_history(run["job_id"])) == 1
+    assert "Exceeded job memory limit" in errors  # Slurm's own report, which the batch script read
+    assert "ran out of memory" in errors and "not requeueing" in errors
+    assert len(events_named(ledger(run["run_dir"]), "process_start")) <= 1
+
+
+def test_a_file_changed_after_submission_does_not_change_what_a_requeued_job_runs(slurm_cluster, tmp_path):
+    checkout = tmp_path / "checkout"
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for name in filter(None, listing.split("\0")):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            (checkout / name).write_bytes((REPO / name).read_bytes())
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "submitted"]):
+        subprocess.run(["git", *identity, *command], cwd=checkout, check=True, capture_output=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
+
+    output_root = tmp_path / "runs"
+    result = train(slurm_cluster, output_root, "algo.max_iterations=60", "algo.save_interval=5", checkout=checkout)
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(output_root)
+    source = run["source"]
+    assert source["commit"] == commit and source["dirty"] is False
+    assert Path(source["path"]).parent == Path(run["run_dir"]).parent
+    wait_for(lambda: checkpoint_iterations(run["run_dir"]), "a first checkpoint", interval=0.05)
+
+    # Edits the requeued job would fail on, were it to run the checkout: in the code and in the config.
+    with (checkout / "core" / "train.py").open("a") as code:
+        code.write("\nraise RuntimeError('edited after submission')\n")
+    with (checkout / "conf" / "train.yaml").open("a") as config:
+        config.write("\nsetting_added_after_submission: 1\n")
+    slurm_cluster.run("scontrol", "requeue", run["job_id"])
+
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    log = Path(run["log"]).read_text()
+    errors = Path(run["log"].replace("_log.out", "_log.err")).read_text()
+    assert states == {run["job_id"]: "COMPLETED"}, errors[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    assert "edited after submission" not in errors
+    assert log.count(f"code from {source['path']} (source snapshot of commit {commit})") == 2
+    events = ledger(run["run_dir"])
+    (requeued,) = events_named(events, "requeued")
+    assert requeued["by"] == "slurm"  # `scontrol requeue`: Slurm requeued it, the run only left
+    (resumed,) = events_named(events, "resume")
+    assert resumed["iteration"] > 0 and resumed["checkpoint"] == f"model_{resumed['iteration']}.pt"
+    assert summary_iterations(run["run_dir"]) == 60
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         (["launcher.nodes=0"], "launcher.nodes=0"),
         (["launcher.nodes=3"], "partition debug has 2 node(s)"),
         (["launcher.gpus_per_node=8"], "has no GPUs"),
-        (["launcher.partition=gpu-large"], "launcher.partition=gpu-large does not exist; partitions: debug"),
+        (["launcher.partition=gpu-large"], "launcher.partition=gpu-large does not exist; partitions: debug, urgent"),
         (["launcher.time_limit_min=1", "launcher.signal_delay_s=120"], "launcher.signal_delay_s=120"),
         (["algo.max_iterations=many"], "algo.max_iterations"),
         (["task.num_envs=lots"], "task.num_envs"),

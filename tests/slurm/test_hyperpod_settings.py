@@ -53,7 +53,7 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
         "launcher.gpus_per_node=8",
         "launcher.mem_per_task_gb=32",
         "launcher.cpus_per_task=12",
-        "launcher.auto_resume=true",
+        "launcher.auto_resume=false",
         "launcher.max_requeues=3",
         "+launcher.sbatch_params={exclusive: true}",
     )
@@ -72,32 +72,90 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
         "export PYTHONPATH=/code",
     ):
         assert line in script
-    assert "--auto-resume=1" in script.split("# command")[1]
     teardown = script.split("# teardown")[1]
     assert '"${SLURM_RESTART_COUNT:-0}" -lt 3' in teardown and 'scontrol requeue "$SLURM_JOB_ID"' in teardown
 
 
-@pytest.mark.parametrize(("step_status", "requeued"), [(0, False), (1, False), (134, False), (137, True), (135, True)])
-def test_only_a_step_killed_from_outside_is_requeued(tmp_path, step_status, requeued):
-    """Run the batch-script teardown in bash with a fake `scontrol` that records its arguments."""
+def submission_script(params: dict, folder: Path) -> str:
+    """The batch script submitit writes for these launcher settings (its own text, as sbatch would get it)."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(folder=folder, python=hyperpod.python_command(params))
+    executor.update_parameters(**hyperpod.executor_parameters(params, code_dir=Path("/code"), workdir=folder))
+    return executor._make_submission_file_text(executor._submitit_command_str, "uid")
+
+
+def test_with_auto_resume_a_killed_step_is_restarted_by_hyperpod_alone(compose_cfg, tmp_path):
+    """HyperPod restarts the step after a node failure; the script must not requeue the job for it as well."""
+    with_auto_resume = submission_script(plugin_params(compose_cfg, "launcher.auto_resume=true"), tmp_path)
+    command, teardown = with_auto_resume.split("# command")[1].split("# teardown")
+    assert "--auto-resume=1" in command
+    assert "scontrol requeue" not in teardown and "SLURM_RESTART_COUNT" not in teardown
+    assert "step_ran_out_of_memory" in teardown  # a memory kill is still reported
+
+    without = submission_script(plugin_params(compose_cfg, "launcher.auto_resume=false"), tmp_path)
+    command, teardown = without.split("# command")[1].split("# teardown")
+    assert "--auto-resume" not in command
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in teardown
+
+
+def run_teardown(tmp_path: Path, step_status: int, *, restarts: int = 1, srun_said: str = "", sacct_says: str = ""):
+    """Run the batch-script teardown in bash with fake `scontrol` and `sacct`; return (requeued, exit status).
+
+    `srun_said` is what this attempt's srun printed to the script's stderr, `sacct_says` the step states that
+    accounting reports.
+    """
     import subprocess
 
     fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "called"}\n')
-    (fake_bin / "scontrol").chmod(0o755)
-    script = "\n".join([f"(exit {step_status})", *hyperpod.requeue_on_killed_step(max_requeues=2)])
-    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": "1"}
+    fake_bin.mkdir(exist_ok=True)
+    called = tmp_path / "called"
+    called.unlink(missing_ok=True)
+    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" > {called}\n')
+    (fake_bin / "sacct").write_text(f"#!/bin/sh\nprintf '%s\\n' {sacct_says!r}\n")
+    for tool in ("scontrol", "sacct"):
+        (fake_bin / tool).chmod(0o755)
+    stderr_file = tmp_path / "job.err"
+    # An earlier attempt's report of a memory kill is in the file before this attempt's mark.
+    stderr_file.write_text("srun: error: node1: task 0: Out Of Memory\n")
+    script = "\n".join(
+        [
+            f"exec 2>>{stderr_file}",
+            *hyperpod.STDERR_MARK,
+            f"printf '%s\\n' {srun_said!r} >&2",
+            f"(exit {step_status})",
+            *hyperpod.killed_step_teardown(max_requeues=2),
+        ]
+    )
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": str(restarts)}
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
-    assert (tmp_path / "called").exists() == requeued
-    if requeued:
-        assert (tmp_path / "called").read_text().split() == ["requeue", "42"] and result.returncode == 0
-    else:
-        assert result.returncode == step_status
-    env["SLURM_RESTART_COUNT"] = "2"  # The limit is reached: no more requeues.
-    (tmp_path / "called").unlink(missing_ok=True)
-    subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
-    assert not (tmp_path / "called").exists()
+    if called.exists():
+        assert called.read_text().split() == ["requeue", "42"]
+    return called.exists(), result.returncode, stderr_file.read_text()
+
+
+@pytest.mark.parametrize(("step_status", "requeued"), [(0, False), (1, False), (134, False), (137, True), (135, True)])
+def test_only_a_step_killed_from_outside_is_requeued(tmp_path, step_status, requeued):
+    was_requeued, status, _ = run_teardown(tmp_path, step_status, srun_said="srun: error: node1: task 0: Killed")
+    assert was_requeued == requeued
+    assert status == (0 if requeued else step_status)
+    # The limit is reached: no more requeues.
+    assert run_teardown(tmp_path, step_status, restarts=2)[:2] == (False, step_status)
+
+
+@pytest.mark.parametrize(
+    ("srun_said", "sacct_says"),
+    [
+        ("slurmstepd-node1: error: Exceeded job memory limit", "RUNNING"),  # jobacct_gather OverMemoryKill
+        ("srun: error: node1: task 0: Out Of Memory", ""),  # the kernel's cgroup OOM killer, no accounting
+        ("slurmstepd: error: Detected 1 oom_kill event in StepId=42.0.", ""),
+        ("srun: error: node1: task 0: Killed", "RUNNING\nOUT_OF_MEMORY"),  # accounting has the step's state
+    ],
+)
+def test_a_step_killed_for_memory_fails_with_the_reason_instead_of_requeueing(tmp_path, srun_said, sacct_says):
+    requeued, status, stderr = run_teardown(tmp_path, 137, srun_said=srun_said, sacct_says=sacct_says)
+    assert not requeued and status == 137
+    assert "ran out of memory" in stderr and "launcher.mem_per_task_gb" in stderr
 
 
 def test_cpu_nodes_run_the_asked_number_of_tasks_without_gpu_flags(compose_cfg):
@@ -176,3 +234,87 @@ def test_rendezvous_port_is_fixed_per_job_and_below_the_ephemeral_range(tmp_path
     assert all(10000 <= slurm_job.rendezvous_port(job, str(ranges)) < 20000 for job in ("6", "99999"))
     monkeypatch.setenv("RLFORGE_MASTER_PORT", "29400")
     assert slurm_job.rendezvous_port("6", str(ranges)) == 29400
+
+
+# `scontrol show job` fields as Slurm 22.05 reported them when each signal arrived (tests/slurm measured them).
+PREEMPTED = {
+    "JobState": "RUNNING",
+    "Restarts": "0",
+    "PreemptTime": "2026-11-30T19:23:14",
+    "EndTime": "2026-11-30T19:23:44",
+}
+CANCELLED = {"JobState": "COMPLETING", "Restarts": "0", "PreemptTime": "None", "EndTime": "2026-11-30T19:24:22"}
+REQUEUED = {"JobState": "COMPLETING", "Restarts": "1", "EndTime": "Unknown"}
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "job", "kind"),
+    [
+        ("SIGTERM", PREEMPTED, slurm_job.StopKind.REQUEUE),
+        ("SIGTERM", CANCELLED, slurm_job.StopKind.STOP),
+        ("SIGTERM", REQUEUED, slurm_job.StopKind.REQUEUED_BY_SLURM),
+        ("SIGTERM", {}, slurm_job.StopKind.STOP),  # no answer from the controller: never requeue a cancel
+        ("SIGUSR2", {"JobState": "RUNNING", "Restarts": "0", "PreemptTime": "None"}, slurm_job.StopKind.REQUEUE),
+        ("SIGUSR2", {}, slurm_job.StopKind.REQUEUE),
+    ],
+)
+def test_a_stop_signal_is_read_from_the_job_state_when_it_came(signal_name, job, kind):
+    decision = slurm_job.classify_stop(signal_name, job, restarts_before=0)
+    assert decision.kind is kind and signal_name in decision.explanation
+    if slurm_job.is_preemption(job):
+        assert "preempted by Slurm" in decision.explanation
+
+
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com"]
+    return subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def test_the_source_snapshot_holds_the_work_tree_as_submitted(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "module.py").write_text("VALUE = 1\n")
+    (repo / "train.py").write_text("")
+    (repo / ".gitignore").write_text("outputs/\n")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    commit = git(repo, "rev-parse", "HEAD").strip()
+
+    clean = hyperpod.snapshot_source(repo, repo / "outputs" / "sweep")
+    assert (clean.commit, clean.dirty) == (commit, False)
+    assert clean.code_dir == clean.path and clean.path.parent == repo / "outputs" / "sweep"
+    assert (clean.path / "pkg" / "module.py").read_text() == "VALUE = 1\n"
+    assert not (clean.path / "outputs").exists()  # ignored files are not source
+    assert hyperpod.snapshot_source(repo, repo / "outputs" / "sweep") == clean  # same source, same copy
+
+    (repo / "pkg" / "module.py").write_text("VALUE = 2\n")
+    (repo / "pkg" / "new.py").write_text("")
+    dirty = hyperpod.snapshot_source(repo, repo / "outputs" / "sweep")
+    assert dirty.dirty and dirty.path != clean.path and (dirty.path / "pkg" / "new.py").exists()
+    assert dirty.environment() == {
+        "RLFORGE_SOURCE_SNAPSHOT": str(dirty.path),
+        "RLFORGE_SOURCE_COMMIT": commit,
+        "RLFORGE_SOURCE_DIRTY": "1",
+    }
+    # The first copy is unchanged, and read-only.
+    assert (clean.path / "pkg" / "module.py").read_text() == "VALUE = 1\n"
+    assert not (clean.path / "pkg" / "module.py").stat().st_mode & 0o222
+
+
+def test_without_a_git_work_tree_the_snapshot_is_refused_before_submitting(compose_cfg, tmp_path):
+    params = plugin_params(compose_cfg)
+    with pytest.raises(hyperpod.SubmitCheckError, match="launcher.source_snapshot=false"):
+        hyperpod.check_before_submit(params, tmp_path / "outputs", code_dir=tmp_path)
+
+
+def test_the_jobs_read_config_files_from_the_snapshot(tmp_path):
+    from hydra_plugins.hyperpod_launcher.launcher import _in_snapshot
+
+    code, snapshot = tmp_path / "code", tmp_path / "runs" / "source-1"
+    assert _in_snapshot(f"{code}/conf", code, snapshot) == f"{snapshot}/conf"  # how hydra.main writes it
+    assert _in_snapshot(f"file://{code}/conf", code, snapshot) == f"file://{snapshot}/conf"
+    assert _in_snapshot("file:///etc/elsewhere", code, snapshot) == "file:///etc/elsewhere"
+    assert _in_snapshot("pkg://hydra.conf", code, snapshot) == "pkg://hydra.conf"
