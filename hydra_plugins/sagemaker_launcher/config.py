@@ -33,7 +33,7 @@ class SageMakerSettings(LauncherConfig):
     """SageMaker instance type of every instance of the job."""
 
     instance_count: int = 1
-    """Number of instances; more than one runs one torchrun per instance."""
+    """Number of instances; each runs `processes_per_instance` train.py processes of one distributed run."""
 
     processes_per_instance: int | None = None
     """Training processes per instance; null runs one per GPU (one on a CPU instance)."""
