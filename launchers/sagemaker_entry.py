@@ -261,14 +261,18 @@ class Supervisor:
         self._processes = [None] * count
         self._tails = [collections.deque(maxlen=FAILURE_TAIL_LINES) for _ in range(count)]
         self._handle_signals()
-        for local_rank, extra in enumerate(environments):
-            if self.stop_signal is not None or self._first_failure is not None:
-                break
-            self._start(
-                local_rank, command, {**os.environ, **extra}, cwd, prefix=f"[{local_rank}] " if count > 1 else ""
-            )
-            self._handle_signals()
-            self._reap()
+        try:
+            for local_rank, extra in enumerate(environments):
+                if self.stop_signal is not None or self._first_failure is not None:
+                    break
+                prefix = f"[{local_rank}] " if count > 1 else ""
+                self._start(local_rank, command, {**os.environ, **extra}, cwd, prefix)
+                self._handle_signals()
+                self._reap()
+        except BaseException:
+            # A process that could not be started leaves the others without their peer.
+            self._kill_alive()
+            raise
         while self._alive:
             self._handle_signals()
             self._reap()
@@ -286,8 +290,9 @@ class Supervisor:
         for process in self._processes:
             if process is not None:
                 _kill_group(process.pid)
+        joined_by = time.monotonic() + OUTPUT_JOIN_S
         for reader in self._readers:
-            reader.join(OUTPUT_JOIN_S)
+            reader.join(max(0.0, joined_by - time.monotonic()))
         return Outcome(
             statuses=[None if process is None else process.returncode for process in self._processes],
             tails=[list(tail) for tail in self._tails],

@@ -266,3 +266,17 @@ def test_an_interrupted_run_reports_where_it_resumes(tmp_path):
     killed = Outcome(statuses=[-9], tails=[[]], stop_signal=signal.SIGTERM, killed_after_stop=True)
     status, reason = report(killed, tmp_path / "empty", [])
     assert "were killed" in reason and "from the beginning" in reason
+
+
+def test_an_error_of_the_entry_itself_leaves_a_failure_reason(tmp_path):
+    # sm_train.sh's error trap wrote a reason for any failing command; `exec` skips the trap, so the entry does.
+    result = subprocess.run(
+        [sys.executable, "-m", "launchers.sagemaker_entry", "--processes-per-instance", "two", "--", "task=toy"],
+        cwd=ROOT,
+        env={**os.environ, "SM_OUTPUT_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "exited with status 2" in (tmp_path / "failure").read_text()
