@@ -39,6 +39,14 @@ TRACKED_PACKAGES = (
 )
 
 
+SOURCE_SNAPSHOT_ENV = "RLFORGE_SOURCE_SNAPSHOT"
+"""Set by a launcher that runs a copy of the source taken at submission: the folder of that copy."""
+SOURCE_COMMIT_ENV = "RLFORGE_SOURCE_COMMIT"
+"""With ``SOURCE_SNAPSHOT_ENV``: the commit the submitting work tree was on."""
+SOURCE_DIRTY_ENV = "RLFORGE_SOURCE_DIRTY"
+"""With ``SOURCE_SNAPSHOT_ENV``: 1 when the copy holds uncommitted changes, else 0."""
+
+
 class ResumeError(ValueError):
     """``resume`` names nothing that can be continued."""
 
@@ -129,14 +137,30 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def source_state(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The code a run executes: the snapshot a launcher took at submission (its folder, the commit and whether it
+    held uncommitted changes), else the git state of this checkout."""
+    env = os.environ if environ is None else environ
+    snapshot = env.get(SOURCE_SNAPSHOT_ENV)
+    if not snapshot:
+        return {"git": git_state(project_root())}
+    # The copy is no work tree of its own (git would answer for whatever repository holds the folder).
+    commit = env.get(SOURCE_COMMIT_ENV) or None
+    dirty = env.get(SOURCE_DIRTY_ENV)
+    return {
+        "git": {"commit": commit, "dirty": None if dirty is None else dirty == "1", "diff": None},
+        "source_snapshot": {"path": snapshot, "commit": commit, "dirty": dirty == "1"},
+    }
+
+
 def build_manifest(*, seed: int, device: str, launcher: str, overrides: list[str]) -> dict[str, Any]:
     """What reproduces a run: code state, packages, machine, seed, device and command line."""
     return {
+        **source_state(),
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv],
         "overrides": overrides,
         "cwd": os.getcwd(),
-        "git": git_state(project_root()),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "host": socket.gethostname(),

@@ -14,7 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from core import ledger, lifecycle
 from core.distributed import dist_info, resolve_device
-from core.rundir import CHECKPOINT_DIR, MANIFEST, METRICS, METRICS_REDONE, build_manifest, write_json_atomic
+from core.rundir import (
+    CHECKPOINT_DIR,
+    MANIFEST,
+    METRICS,
+    METRICS_REDONE,
+    SOURCE_SNAPSHOT_ENV,
+    build_manifest,
+    source_state,
+    write_json_atomic,
+)
 
 SUMMARY = "summary.json"
 
@@ -137,7 +146,9 @@ def _open_run(
         gpus_per_node=gpus,
         **ledger.placement(),
     )
-    ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at())
+    # Each attempt may run other code (a later submission of the same run): the ledger says which, per attempt.
+    snapshot = source_state()["source_snapshot"] if os.environ.get(SOURCE_SNAPSHOT_ENV) else None
+    ledger.record("process_start", at=started, pid=os.getpid(), submitted_at=ledger.submitted_at(), source=snapshot)
     ledger.record("config_composed", resuming=resuming)
     if lock.previous:
         ledger.record("lock_taken_over", previous=lock.previous)
