@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -19,8 +18,6 @@ from types import FrameType, TracebackType
 # what a SIGTERM means is read from the controller (see :func:`classify_stop`).
 REQUEUE_SIGNAL = signal.SIGUSR2
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-# How long the plugin waits, after the run stopped, for the controller's answer about a SIGTERM.
-CLASSIFY_TIMEOUT_S = 30.0
 
 
 class StopKind(enum.Enum):
@@ -185,9 +182,9 @@ class StopSignals:
     """While active, SIGUSR2 and SIGTERM ask the training loop to checkpoint and stop (core.lifecycle).
 
     It replaces submitit's own handlers, which requeue from inside the handler before the training loop
-    could write a checkpoint; here the loop finishes its iteration, saves, and the caller requeues. The first
-    signal also starts a thread that asks the controller what the signal means (:func:`classify_stop`), so that
-    the handler itself returns at once; :meth:`decision` waits for its answer.
+    could write a checkpoint; here the loop finishes its iteration, saves, and the caller asks :meth:`decision`
+    what to do. The handler itself only records the signal: it may run anywhere in the main thread, where
+    starting a process or a thread could wait on a lock that the interrupted code holds.
     """
 
     def __init__(self, job_id: str | None = None, restarts_before: int | None = None) -> None:
@@ -195,38 +192,24 @@ class StopSignals:
         self.job_id = job_id if job_id is not None else os.environ.get("SLURM_JOB_ID", "")
         self.restarts_before = restart_count() if restarts_before is None else restarts_before
         self._previous: dict[int, object] = {}
-        self._decision: StopDecision | None = None
-        self._classifier: threading.Thread | None = None
 
-    @property
-    def requeue_requested(self) -> bool:
-        return signal.Signals(REQUEUE_SIGNAL).name in self.received
+    def decision(self) -> StopDecision | None:
+        """What the first stop signal meant (None if none came), from the controller's view of the job now.
 
-    def _classify(self, signal_name: str) -> None:
-        job = describe_job(self.job_id) if self.job_id else {}
-        self._decision = classify_stop(signal_name, job, self.restarts_before)
-
-    def decision(self, timeout_s: float = CLASSIFY_TIMEOUT_S) -> StopDecision | None:
-        """What the first stop signal meant (None if none came); waits up to `timeout_s` for the controller."""
+        Asked once the run has stopped: a preempted job is still RUNNING until its grace time is over (after
+        that Slurm has killed this process), and a cancel or a requeue does not change back."""
         if not self.received:
             return None
-        if self._classifier is not None:
-            self._classifier.join(timeout_s)
-        if self._decision is None:
-            return classify_stop(self.received[0], {}, self.restarts_before)
-        return self._decision
+        job = describe_job(self.job_id) if self.job_id else {}
+        return classify_stop(self.received[0], job, self.restarts_before)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         from core.lifecycle import request_stop
 
         name = signal.Signals(signum).name
         self.received.append(name)
-        if self._classifier is None:
-            # Started before the stop request: during start-up the request raises at once (core.lifecycle).
-            self._classifier = threading.Thread(target=self._classify, args=(name,), daemon=True)
-            self._classifier.start()
-        reason = "preempted or near the time limit (SIGUSR2)" if signum == REQUEUE_SIGNAL else f"stopped ({name})"
-        request_stop(reason)
+        # During start-up the request raises core.lifecycle.Interrupted at once, from here.
+        request_stop("preempted or near the time limit (SIGUSR2)" if signum == REQUEUE_SIGNAL else f"stopped ({name})")
 
     def __enter__(self) -> StopSignals:
         for sig in STOP_SIGNALS:

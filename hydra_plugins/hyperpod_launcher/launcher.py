@@ -86,45 +86,49 @@ class HyperPodLauncher(SlurmLauncher):
             )
         slurm_job.close_process_group()
         stop = result._return_value if result.status == JobStatus.FAILED else None
-        decision = signals.decision() if isinstance(stop, Interrupted) else None
-        if decision is not None and decision.kind is slurm_job.StopKind.STOP:
-            log.warning("%s: %s; not requeued", stop, decision.explanation)
-        elif decision is not None:
-            self._leave_for_next_attempt(decision, stop, job_environment.job_id)
+        if isinstance(stop, Interrupted) and signals.received:
+            if slurm_job.global_rank() != 0:
+                # Rank 0 alone asks the controller what the signal meant and acts for the whole job.
+                raise SystemExit(0)
+            decision = signals.decision()
+            assert decision is not None
+            if decision.kind is slurm_job.StopKind.STOP:
+                log.warning("%s: %s; not requeued", stop, decision.explanation)
+            else:
+                self._leave_for_next_attempt(decision, stop, job_environment.job_id)
         if result.status == JobStatus.FAILED:
             # Raising (rather than returning the failure) makes Slurm record the job as FAILED.
             raise result._return_value
         return result
 
     def _leave_for_next_attempt(self, decision: StopDecision, stop: BaseException, job_id: str) -> None:
-        """Requeue the job (rank 0) unless Slurm already did, record it in the run's ledger, and exit cleanly."""
+        """Rank 0: requeue the job unless Slurm already did, record it in the run's ledger, and exit cleanly."""
         from launchers import slurm_job
 
-        if slurm_job.global_rank() == 0:
-            job = decision.job
-            if slurm_job.is_preemption(job):
-                ledger.record(
-                    "preempted",
-                    job_id=job_id,
-                    signal=decision.signal,
-                    preempt_time=job.get("PreemptTime"),
-                    kill_time=job.get("EndTime"),
-                )
-            if decision.kind is slurm_job.StopKind.REQUEUE:
-                message = slurm_job.requeue_this_job(int(self.params["max_requeues"]))
-                requeued_by = "run"
-            else:
-                message = f"Slurm requeued job {job_id} itself"
-                requeued_by = "slurm"
-            log.warning("%s (%s): %s", stop, decision.explanation, message)
+        job = decision.job
+        if slurm_job.is_preemption(job):
             ledger.record(
-                "requeued",
+                "preempted",
                 job_id=job_id,
-                restart_count=slurm_job.restart_count(),
-                reason=str(stop),
-                why=decision.explanation,
-                by=requeued_by,
+                signal=decision.signal,
+                preempt_time=job.get("PreemptTime"),
+                kill_time=job.get("EndTime"),
             )
+        if decision.kind is slurm_job.StopKind.REQUEUE:
+            message = slurm_job.requeue_this_job(int(self.params["max_requeues"]))
+            requeued_by = "run"
+        else:
+            message = f"Slurm requeued job {job_id} itself"
+            requeued_by = "slurm"
+        log.warning("%s (%s): %s", stop, decision.explanation, message)
+        ledger.record(
+            "requeued",
+            job_id=job_id,
+            restart_count=slurm_job.restart_count(),
+            reason=str(stop),
+            why=decision.explanation,
+            by=requeued_by,
+        )
         # Leave without a result file: the job is not over, the requeued one will write it.
         raise SystemExit(0)
 

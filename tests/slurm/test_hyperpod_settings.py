@@ -318,3 +318,20 @@ def test_the_jobs_read_config_files_from_the_snapshot(tmp_path):
     assert _in_snapshot(f"file://{code}/conf", code, snapshot) == f"file://{snapshot}/conf"
     assert _in_snapshot("file:///etc/elsewhere", code, snapshot) == "file:///etc/elsewhere"
     assert _in_snapshot("pkg://hydra.conf", code, snapshot) == "pkg://hydra.conf"
+
+
+def test_stop_signals_ask_the_run_to_stop_and_a_signal_without_a_controller_is_not_requeued():
+    import os
+    import signal
+
+    from core import lifecycle
+
+    lifecycle.clear()
+    try:
+        with slurm_job.StopSignals(job_id="", restarts_before=0) as signals:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.received == ["SIGTERM"] and lifecycle.stop_requested() == "stopped (SIGTERM)"
+        assert signals.decision().kind is slurm_job.StopKind.STOP
+        assert signal.getsignal(signal.SIGTERM) != signals._handle  # the previous handler is back
+    finally:
+        lifecycle.clear()
