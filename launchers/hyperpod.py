@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.rundir import SOURCE_COMMIT_ENV, SOURCE_DIRTY_ENV, SOURCE_SNAPSHOT_ENV
+
 # Present on every node of a SageMaker HyperPod cluster (the lifecycle scripts' provisioning data).
 HYPERPOD_MARKER = Path("/opt/sagemaker_cluster")
 # Where HyperPod mounts FSx for Lustre, the storage every node shares.
@@ -163,12 +165,6 @@ def executor_parameters(
     return parameters
 
 
-SOURCE_SNAPSHOT_ENV = "RLFORGE_SOURCE_SNAPSHOT"
-"""Set in every job: the folder holding the copy of the source the job runs (see :func:`snapshot_source`)."""
-SOURCE_COMMIT_ENV = "RLFORGE_SOURCE_COMMIT"
-"""Set in every job: the commit the submitting work tree was on."""
-SOURCE_DIRTY_ENV = "RLFORGE_SOURCE_DIRTY"
-"""Set in every job: 1 when the snapshot holds changes that are not committed (modified or untracked files)."""
 SOURCE_PREFIX = "source-"
 
 
@@ -190,7 +186,7 @@ class SourceSnapshot:
     """Number of files copied."""
 
     def environment(self) -> dict[str, str]:
-        """What the jobs are told about the source they run."""
+        """What the jobs are told about the source they run (core.rundir records it in the run's manifest)."""
         return {
             SOURCE_SNAPSHOT_ENV: str(self.path),
             SOURCE_COMMIT_ENV: self.commit,

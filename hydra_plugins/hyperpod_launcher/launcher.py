@@ -51,16 +51,17 @@ class HyperPodLauncher(SlurmLauncher):
         import submitit
 
         from core.lifecycle import Interrupted
-        from launchers import hyperpod, slurm_job
+        from core.rundir import SOURCE_COMMIT_ENV, SOURCE_SNAPSHOT_ENV
+        from launchers import slurm_job
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
         Singleton.set_state(singleton_state)
         setup_globals()
         slurm_job.export_distributed_env()
-        snapshot = os.environ.get(hyperpod.SOURCE_SNAPSHOT_ENV)
+        snapshot = os.environ.get(SOURCE_SNAPSHOT_ENV)
         print(
             f"[hyperpod] code from {Path(__file__).resolve().parents[2]}"
-            + (f" (source snapshot of commit {os.environ.get(hyperpod.SOURCE_COMMIT_ENV)})" if snapshot else ""),
+            + (f" (source snapshot of commit {os.environ.get(SOURCE_COMMIT_ENV)})" if snapshot else ""),
             flush=True,
         )
 

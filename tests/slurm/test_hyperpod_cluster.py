@@ -406,7 +406,11 @@ def test_a_file_changed_after_submission_does_not_change_what_a_requeued_job_run
     assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
     assert "edited after submission" not in errors
     assert log.count(f"code from {source['path']} (source snapshot of commit {commit})") == 2
+    # The run's manifest and every attempt's start name the snapshot (core reads RLFORGE_SOURCE_*).
+    manifest = json.loads((Path(run["run_dir"]) / "manifest.json").read_text())
+    assert manifest["source_snapshot"] == {"path": source["path"], "commit": commit, "dirty": False}
     events = ledger(run["run_dir"])
+    assert [event["source"]["path"] for event in events_named(events, "process_start")] == [source["path"]] * 2
     (requeued,) = events_named(events, "requeued")
     assert requeued["by"] == "slurm"  # `scontrol requeue`: Slurm requeued it, the run only left
     (resumed,) = events_named(events, "resume")
