@@ -99,8 +99,9 @@ def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
     lines = [
         "step_status=$?",
         "step_ran_out_of_memory() {",
-        '  sacct -n -P -j "$SLURM_JOB_ID" -o State 2>/dev/null | grep -q OUT_OF_MEMORY && return 0',
-        f'  tail -c "+$((${{rlforge_stderr_offset:-0}} + 1))" "${{rlforge_stderr:-/dev/null}}" | grep -q -E {pattern}',
+        '  timeout 30 sacct -n -P -j "$SLURM_JOB_ID" -o State 2>/dev/null | grep -q OUT_OF_MEMORY && return 0',
+        '  tail -c "+$((${rlforge_stderr_offset:-0} + 1))" "${rlforge_stderr:-/dev/null}" 2>/dev/null \\',
+        f"    | grep -q -E {pattern}",
         "}",
         'if [ "$step_status" -eq 137 ] || [ "$step_status" -eq 135 ]; then',
         "  if step_ran_out_of_memory; then",
