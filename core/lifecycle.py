@@ -54,7 +54,7 @@ def stop_requested() -> str | None:
 
 
 def clear() -> None:
-    """Forget a stop request (at the start of a run)."""
+    """Forget a stop request and leave start-up (at the end of a run: the next run of the process starts clean)."""
     global _stop_reason, _starting_at
     _stop_reason = None
     _starting_at = None

@@ -262,7 +262,6 @@ def _run(cfg: DictConfig) -> float:
     # The first run of a process started with it; a later one (the next point of a local sweep) starts now.
     started = _PROCESS_START if _runs_in_this_process == 0 else time.time()
     _runs_in_this_process += 1
-    lifecycle.clear()
     info = dist_info()
     device = resolve_device(cfg.device, info)
     seed = int(cfg.seed) + info.rank
@@ -279,13 +278,16 @@ def _run(cfg: DictConfig) -> float:
         changes = _check_resume(cfg, run_dir) if resuming else None
         lock = _take_lock(run_dir) if info.is_main else None
         manifest = _open_run(cfg, run_dir, device, info, started, resuming, lock, changes) if info.is_main else {}
+        # A stop requested before this run began (a launcher's handler held the signal) ends it here.
+        lifecycle.stop_now_if_starting()
         return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
     except lifecycle.Interrupted as stop:
         if info.is_main and lock is not None:
             ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
         raise
     finally:
-        lifecycle.end_startup_quietly()
+        # The next run of this process (a local sweep's next point) starts with no stop request of this one's.
+        lifecycle.clear()
         lifecycle.set_stop_hook(None)
         if lock is not None:
             lock.release()

@@ -256,3 +256,18 @@ def test_checkpoint_write_killed_midway_leaves_the_previous_one_and_the_next_run
     assert "from model_2.pt at iteration 2" in resumed.stdout
     assert not list(checkpoints.glob(".*.tmp"))
     assert torch.load(checkpoints / "model_3.pt", weights_only=False)["iter"] == 3
+
+
+def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_starts(compose_cfg, tmp_path):
+    from core import lifecycle
+    from core.train import run
+
+    cfg = compose_cfg(["task=toy", f"output_root={tmp_path / 'outputs'}", "summary=false"])
+    lifecycle.request_stop("SIGUSR2")  # as a launcher's handler records it before calling run()
+    with pytest.raises(lifecycle.Interrupted) as stopped:
+        run(cfg)
+    assert stopped.value.iteration == 0
+    run_dir = only_run(tmp_path / "outputs" / "toy")
+    kinds = [e["event"] for e in events(run_dir)]
+    assert "simulator_ready" not in kinds and kinds[-1] == "end" and events(run_dir)[-1]["how"] == "interrupted"
+    assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
