@@ -166,6 +166,10 @@ class TaskConfig:
     """Physics steps per policy step (the policy runs at 1 / (sim_dt * decimation) Hz)."""
     physics: Physics = Physics.newton_mjwarp
     """Physics preset: ``newton_mjwarp`` (MuJoCo-Warp on Newton, no Isaac Sim needed) or ``physx`` (needs Isaac Sim)."""
+    torchscript: bool = False
+    """Compile the TorchScript functions Isaac Lab scripts when imported (its math utilities: seconds of every
+    start). Off, they run as the plain PyTorch functions they are written as; applies from the process's first
+    Isaac Lab import."""
     robot: RobotConfig = field(default_factory=RobotConfig)
     """The robot model."""
     terrain: TerrainConfig = field(default_factory=TerrainConfig)

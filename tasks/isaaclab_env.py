@@ -205,6 +205,7 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     """Launch the (kit-less) simulation and build the wrapped environment."""
     info: dict[str, Any] = {"kind": "isaaclab"}
     set_backward(bool(task.kernels.backward))
+    set_torchscript(bool(task.torchscript))
     with contextlib.ExitStack() as stack:
         precompiler = _start_precompile(task, device)
         if precompiler is not None:
@@ -230,6 +231,14 @@ def set_backward(enabled: bool) -> None:
     import warp as wp
 
     wp.config.enable_backward = enabled
+
+
+def set_torchscript(enabled: bool) -> None:
+    """Whether ``torch.jit.script`` compiles what is imported from now on (``task.torchscript``); off, it returns
+    the function unchanged."""
+    import torch.jit._state
+
+    (torch.jit._state.enable if enabled else torch.jit._state.disable)()
 
 
 def _start_precompile(task: DictConfig, device: str):
