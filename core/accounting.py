@@ -1,4 +1,5 @@
-"""Where a run's time and money went: figures computed from its ledger, metrics and manifest."""
+"""Where a run's time and money went: figures computed from its ledger, metrics and manifest, and for a SageMaker
+Training Job that was followed, SageMaker's own timeline and billable time (``sagemaker_job.json``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ TABLE_OF_LAUNCHER = {"local": "local", "hyperpod": "hyperpod", "sagemaker": "tra
 # A persistent cluster is paid for from submission to the end, gaps included; a Training Job only while an
 # attempt runs.
 BILLING_OF_TABLE = {"local": "span", "hyperpod": "span", "training_job": "attempts"}
+
+SAGEMAKER_RECORD = "sagemaker_job.json"
+"""A Training Job's record on the submit host, next to the sweep point's config: names, locations and, once the job
+was followed, SageMaker's timeline under ``sagemaker`` (written by launchers/sagemaker.py)."""
+# SageMaker's secondary statuses before the container runs: getting instances, then the image and input data.
+PROVISIONING_STATUSES = ("Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingStack")
+DOWNLOADING_STATUSES = ("Downloading", "DownloadingTrainingImage")
 
 RETURN_KEY = "Train/mean_reward"
 EPISODE_LENGTH_KEY = "Train/mean_episode_length"
@@ -173,6 +181,23 @@ class RunAccount:
     objective_key: str | None
     objective: float | None
     attempt_list: list[Attempt] = field(default_factory=list)
+    first_iteration_parts: list[tuple[str, float]] = field(default_factory=list)
+    """Time to first iteration split into consecutive parts (label, seconds) that add up to it: SageMaker's
+    provisioning and downloading (when its timeline was recorded), the container's start (kernel cache fetch), the
+    training process's start-up and the first iteration itself."""
+    sagemaker_phases: list[dict[str, Any]] = field(default_factory=list)
+    """SageMaker's secondary status transitions: ``status``, ``start`` (seconds after submission), ``seconds``
+    (None while it lasts), ``message``."""
+    billable_s: float | None = None
+    """SageMaker's BillableTimeInSeconds per instance (Spot savings included); the cost uses it when known."""
+    training_job_s: float | None = None
+    """SageMaker's TrainingTimeInSeconds per instance."""
+    spot_savings: float | None = None
+    """1 - billable / training time: what managed Spot saved."""
+    kernel_cache: list[dict[str, Any]] = field(default_factory=list)
+    """The container's kernel cache transfers (``kernel_cache_fetch`` / ``kernel_cache_upload`` events)."""
+    container_started_at: float | None = None
+    """When the first container started (the SageMaker entry's ``container_start``), Unix seconds."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -182,7 +207,7 @@ class RunAccount:
 def _attempts(events: list[dict[str, Any]], metrics: list[dict[str, Any]]) -> list[Attempt]:
     by_id: dict[str, list[dict[str, Any]]] = {}
     for event in events:
-        by_id.setdefault(str(event.get("attempt", "?")), []).append(event)
+        by_id.setdefault(str(event["attempt"]), []).append(event)
     attempts = []
     for attempt_id, group in by_id.items():
         start_event = next((e for e in group if e["event"] == "process_start"), group[0])
@@ -227,12 +252,28 @@ def account(
     config = read_config(run_dir)
     prices = prices if prices is not None else load_prices()
     launcher_cfg = config.get("launcher") or {}
-    launcher = str(launcher_cfg.get("name") or manifest.get("launcher") or events[0].get("launcher") or "local")
+    sagemaker = _read_json(run_dir / SAGEMAKER_RECORD).get("sagemaker") or {}
+    # Inside a Training Job the run composes its config without the launcher that sent it; the record and the
+    # container's own events say where it ran.
+    in_container = any("attempt" not in e and e.get("launcher") == "sagemaker" for e in events)
+    launcher = str(
+        ("sagemaker" if sagemaker or in_container else None)
+        or launcher_cfg.get("name")
+        or manifest.get("launcher")
+        or events[0].get("launcher")
+        or "local"
+    )
 
+    # Events without an attempt id are the container's own (the SageMaker entry: its start, kernel cache transfers).
+    container_events = [e for e in events if "attempt" not in e]
+    events = [e for e in events if "attempt" in e]
+    if not events:
+        raise ValueError(f"{run_dir} has no training attempt in its {ledger.LEDGER}")
     attempts = _attempts(events, metrics)
     first_start = attempts[0].start
     submitted = [float(e["submitted_at"]) for e in events if e["event"] == "process_start" and e.get("submitted_at")]
-    submitted_at = min([first_start, *submitted])
+    container_starts = [float(e.get("at") or e["time"]) for e in container_events if e["event"] == "container_start"]
+    submitted_at = min([first_start, *submitted, *container_starts])
     ended_at = max(a.end for a in attempts)
 
     counted = counted_metrics(metrics)
@@ -272,8 +313,19 @@ def account(
         [a.nodes for a in attempts]
         + [int(launcher_cfg.get("instance_count") or 1), int(launcher_cfg.get("nodes") or 1)]
     )
-    price = hourly_price(prices, table, instance, spot=bool(launcher_cfg.get("spot")))
-    cost = price * nodes * billed_s / 3600.0 if price is not None else None
+    billable_s = _number(sagemaker.get("billable_time_s"))
+    training_job_s = _number(sagemaker.get("training_time_s"))
+    if sagemaker.get("instance_type") and not instance_type:
+        instance = sagemaker["instance_type"]
+    if sagemaker.get("instance_count"):
+        nodes = int(sagemaker["instance_count"])
+    if billable_s is not None:
+        # SageMaker's billable seconds already leave out what Spot saved: priced at the on-demand rate.
+        price = hourly_price(prices, table, instance)
+        cost = price * nodes * billable_s / 3600.0 if price is not None else None
+    else:
+        price = hourly_price(prices, table, instance, spot=bool(launcher_cfg.get("spot")))
+        cost = price * nodes * billed_s / 3600.0 if price is not None else None
     cost_per_useful_hour = cost / (useful_s / 3600.0) if cost is not None and useful_s > 0 else None
 
     objective_key = config.get("objective") if isinstance(config.get("objective"), str) else None
@@ -312,7 +364,94 @@ def account(
         objective_key=objective_key,
         objective=objective,
         attempt_list=attempts,
+        first_iteration_parts=first_iteration_parts(
+            submitted_at,
+            sagemaker,
+            min(container_starts) if container_starts else None,
+            attempts[0],
+            first_done,
+        ),
+        sagemaker_phases=[
+            {
+                "status": phase.get("status"),
+                "start": phase["start"] - submitted_at if phase.get("start") is not None else None,
+                "seconds": phase["end"] - phase["start"]
+                if phase.get("end") is not None and phase.get("start") is not None
+                else None,
+                "message": phase.get("message"),
+            }
+            for phase in sagemaker.get("transitions") or []
+        ],
+        billable_s=billable_s,
+        training_job_s=training_job_s,
+        spot_savings=1.0 - billable_s / training_job_s if billable_s is not None and training_job_s else None,
+        container_started_at=min(container_starts) if container_starts else None,
+        kernel_cache=[
+            {key: value for key, value in e.items() if key not in ("writer", "host", "launcher", "nodes")}
+            for e in container_events
+            if e["event"] in ("kernel_cache_fetch", "kernel_cache_upload")
+        ],
     )
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def first_iteration_parts(
+    submitted_at: float,
+    sagemaker: dict[str, Any],
+    container_start: float | None,
+    first_attempt: Attempt,
+    first_done: float | None,
+) -> list[tuple[str, float]]:
+    """Time to first iteration as consecutive parts that add up to it, from what was recorded: each part runs from
+    the previous known moment to the next (a moment not recorded merges its part into the following one).
+
+    Moments: the job's creation, the end of SageMaker's provisioning (Starting) and downloading (image and input)
+    statuses before its first Training status, the container's start (the SageMaker entry), the training process's
+    start, the start and the end of the first iteration. Only the first attempt's start-up is split; when its first
+    iteration came in a later attempt, the rest is one part."""
+    if first_done is None:
+        return []
+    transitions = [t for t in sagemaker.get("transitions") or [] if t.get("start") is not None]
+    training_starts = [t["start"] for t in transitions if t.get("status") == "Training"]
+    training_start = min(training_starts) if training_starts else None
+    before = [t for t in transitions if training_start is None or t["start"] < training_start]
+    provisioned = [t["end"] for t in before if t.get("status") in PROVISIONING_STATUSES and t.get("end") is not None]
+    downloaded = [t["end"] for t in before if t.get("status") in DOWNLOADING_STATUSES and t.get("end") is not None]
+    moments: list[tuple[str, float | None]] = [
+        ("submission to job created", _number(sagemaker.get("creation_time"))),
+        ("provisioning instances (SageMaker Starting)", max(provisioned) if provisioned else None),
+        (
+            "image pull and input download (SageMaker Downloading)",
+            training_start or (max(downloaded) if downloaded else None),
+        ),
+        ("container start", container_start),
+        (
+            "container start to train.py start (kernel cache fetch)"
+            if container_start is not None
+            else "submission to train.py start",
+            first_attempt.start,
+        ),
+    ]
+    if first_attempt.startup_s is not None:
+        moments += [
+            ("train.py start-up: imports, simulator, kernels", first_attempt.start + first_attempt.startup_s),
+            ("first iteration", first_done),
+        ]
+    else:
+        moments.append(("until the first iteration, in a later attempt", first_done))
+    parts, previous = [], submitted_at
+    for label, moment in moments:
+        if moment is None or (not parts and moment == submitted_at):
+            continue  # not recorded, or the moment that stands for the submission itself
+        parts.append((label, moment - previous))
+        previous = moment
+    return parts
 
 
 def _union_length(spans: list[tuple[float, float]]) -> float:

@@ -5,6 +5,11 @@ The Hydra plugin in `hydra_plugins/sagemaker_launcher` turns each sweep point in
 uploads the source once, creates one Training Job per point with the SageMaker Python SDK v3
 (`sagemaker-train`'s `ModelTrainer`) and, if asked, follows the jobs to their end. boto3 and
 the SDK are imported inside the functions that use them, so composing a config stays fast.
+
+Following a job also keeps its record on the submit host up to date: `sagemaker_job.json` next to the sweep
+point's composed config gains SageMaker's own timeline of the job (DescribeTrainingJob's status transitions,
+training and billable time), and once the job has ended the run's ledger, metrics and manifest are copied there from
+the checkpoint URI, so that `scripts/report.py` reads one folder for the whole account of the job.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.accounting import SAGEMAKER_RECORD
 from hydra_plugins.sagemaker_launcher.config import SageMakerSettings
+from launchers.sagemaker_entry import RUN_DIR_NAME
 from launchers.sagemaker_source import SourcePackage, SourcePackageError, package_source
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,17 @@ SDK_NAME_SUFFIX = len("-YYYYmmddHHMMSS")
 """The SDK appends a timestamp of this length to the base job name it is given."""
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+RUN_RECORDS = (
+    "ledger.jsonl",
+    "metrics.jsonl",
+    "metrics.redone.jsonl",
+    "manifest.json",
+    "summary.json",
+    "overrides.yaml",
+)
+"""Files of the run directory copied next to the submission record once a followed job has ended: what the report
+reads. The composed config stays the submit host's own (it names the launcher and the instances)."""
 
 # Overrides that select or configure where a run goes, not what it computes; the job must
 # not carry them, or the container would submit the run again instead of training.
@@ -94,6 +112,8 @@ class SubmittedJob:
     container_overrides: list[str]
     environment: dict[str, str]
     tags: dict[str, str]
+    kernel_cache_uri: str | None = None
+    """The shared kernel cache's S3 prefix the container fetches from and writes back to; None: off."""
     name: str | None = None
     """The Training Job name, known once the job is created."""
     final: dict[str, Any] = field(default_factory=dict)
@@ -190,7 +210,17 @@ def check_settings(settings: SageMakerSettings) -> None:
         problems.append("launcher.max_parallel_jobs must be at least 1")
     if settings.poll_interval_s <= 0:
         problems.append("launcher.poll_interval_s must be positive")
-    for uri_field in ("output_path", "checkpoint_s3_uri"):
+    cache = settings.kernel_cache_s3_uri
+    if cache and "://" in cache and not cache.startswith("s3://"):
+        problems.append(
+            f"launcher.kernel_cache_s3_uri must be an s3:// URI or a prefix relative to launcher.output_path, "
+            f"got {cache!r}: a Training Job reads its kernel cache from S3"
+        )
+    for uri_field in (
+        "output_path",
+        "checkpoint_s3_uri",
+        *(("kernel_cache_s3_uri",) if cache and "://" in cache else ()),
+    ):
         value = getattr(settings, uri_field)
         if value is not None:
             try:
@@ -205,6 +235,17 @@ def check_settings(settings: SageMakerSettings) -> None:
         problems.append(f"names in both launcher.environment and launcher.secret_env: {clashing}")
     if problems:
         raise LaunchError("SageMaker launch refused:\n  - " + "\n  - ".join(problems))
+
+
+def kernel_cache_uri(settings: SageMakerSettings, output_path: str) -> str | None:
+    """The S3 prefix of the shared kernel cache: `launcher.kernel_cache_s3_uri` as given, or relative to the output
+    path; None when it is off (null or empty)."""
+    value = (settings.kernel_cache_s3_uri or "").strip()
+    if not value:
+        return None
+    if value.startswith("s3://"):
+        return value.rstrip("/")
+    return f"{output_path.rstrip('/')}/{value.strip('/')}"
 
 
 def secret_values(names: Sequence[str], environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -365,6 +406,7 @@ def plan_jobs(
                 container_overrides=container_overrides(job.overrides),
                 environment=environment,
                 tags=tags,
+                kernel_cache_uri=kernel_cache_uri(settings, output_path),
             )
         )
     by_uri: dict[str, list[int]] = {}
@@ -399,8 +441,11 @@ def plan_jobs(
 
 
 def entry_arguments(job: SubmittedJob) -> list[str]:
-    """The arguments of `ENTRY_COMMAND` for this job: the checkpoint folder, processes per instance, overrides."""
+    """The arguments of `ENTRY_COMMAND` for this job: the checkpoint folder, the kernel cache, processes per
+    instance, overrides."""
     arguments = ["--checkpoint-dir", CONTAINER_CHECKPOINT_DIR]
+    if job.kernel_cache_uri:
+        arguments += ["--kernel-cache", job.kernel_cache_uri]
     if job.planned.settings.processes_per_instance is not None:
         arguments += ["--processes-per-instance", str(job.planned.settings.processes_per_instance)]
     return [*arguments, "--", *job.container_overrides]
@@ -474,6 +519,7 @@ def describe_request(job: SubmittedJob, source: SourcePackage, source_s3_uri: st
         f"  source:      {source_s3_uri} ({source.size_bytes / 1e6:.2f} MB, {source.file_count} files)",
         f"  checkpoints: {job.checkpoint_s3_uri}",
         f"  output:      {job.output_s3_uri}",
+        f"  kernels:     {job.kernel_cache_uri or 'not shared'}",
         f"  environment: {environment}",
         f"  tags:        {job.tags}",
     ]
@@ -506,9 +552,6 @@ def write_record(job: SubmittedJob, region: str, source_s3_uri: str) -> None:
     """Leave, next to the local sweep output, what identifies and reproduces the job."""
     if job.planned.record_dir is None:
         return
-    import json
-
-    job.planned.record_dir.mkdir(parents=True, exist_ok=True)
     record = {
         "training_job_name": job.name,
         "region": region,
@@ -516,10 +559,110 @@ def write_record(job: SubmittedJob, region: str, source_s3_uri: str) -> None:
         "checkpoint_s3_uri": job.checkpoint_s3_uri,
         "output_s3_uri": job.output_s3_uri,
         "source_s3_uri": source_s3_uri,
+        "kernel_cache_uri": job.kernel_cache_uri,
         "overrides": job.container_overrides,
         "tags": job.tags,
     }
-    (job.planned.record_dir / "sagemaker_job.json").write_text(json.dumps(record, indent=2) + "\n")
+    _write_json(job.planned.record_dir / SAGEMAKER_RECORD, record)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write a record whole: a temporary file renamed into place."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    os.replace(partial, path)
+
+
+def _seconds(value: Any) -> float | None:
+    """A DescribeTrainingJob time (a datetime) as Unix seconds."""
+    return value.timestamp() if hasattr(value, "timestamp") else None
+
+
+def sagemaker_timeline(described: dict[str, Any]) -> dict[str, Any]:
+    """What the report needs of a DescribeTrainingJob answer, as plain data with Unix-second times: status, the
+    secondary status transitions (Starting, Downloading, Training, Uploading, ... each with its start and end),
+    training and billable seconds, Spot, instances."""
+    resources = described.get("ResourceConfig") or {}
+    return {
+        "status": described.get("TrainingJobStatus"),
+        "secondary_status": described.get("SecondaryStatus"),
+        "failure_reason": described.get("FailureReason"),
+        "creation_time": _seconds(described.get("CreationTime")),
+        "training_start_time": _seconds(described.get("TrainingStartTime")),
+        "training_end_time": _seconds(described.get("TrainingEndTime")),
+        "training_time_s": described.get("TrainingTimeInSeconds"),
+        "billable_time_s": described.get("BillableTimeInSeconds"),
+        "spot": bool(described.get("EnableManagedSpotTraining")),
+        "instance_type": resources.get("InstanceType"),
+        "instance_count": resources.get("InstanceCount"),
+        "transitions": [
+            {
+                "status": transition.get("Status"),
+                "start": _seconds(transition.get("StartTime")),
+                "end": _seconds(transition.get("EndTime")),
+                "message": transition.get("StatusMessage"),
+            }
+            for transition in described.get("SecondaryStatusTransitions") or []
+        ],
+        "described_at": time.time(),
+    }
+
+
+def record_timeline(job: SubmittedJob, described: dict[str, Any]) -> None:
+    """Add SageMaker's timeline of the job to its record (`sagemaker_job.json`), replacing an older one."""
+    if job.planned.record_dir is None:
+        return
+    import json
+
+    path = job.planned.record_dir / SAGEMAKER_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {"training_job_name": job.name}
+    record["sagemaker"] = sagemaker_timeline(described)
+    _write_json(path, record)
+
+
+def collect_run_records(s3_client, checkpoint_s3_uri: str, record_dir: Path) -> list[str]:
+    """Copy the run's ledger, metrics and manifest from the checkpoint URI next to the submission record, where
+    `scripts/report.py` reads them with SageMaker's timeline; returns the names copied (missing ones are skipped)."""
+    import botocore.exceptions
+
+    bucket, prefix = parse_s3_uri(checkpoint_s3_uri)
+    copied = []
+    for name in RUN_RECORDS:
+        key = "/".join(part for part in (prefix, RUN_DIR_NAME, name) if part)
+        try:
+            data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError:
+            continue
+        partial = record_dir / f".{name}.tmp"
+        partial.write_bytes(data)
+        os.replace(partial, record_dir / name)
+        copied.append(name)
+    return copied
+
+
+def follow_up(boto_session) -> Callable[[SubmittedJob, dict[str, Any]], None]:
+    """What to do with each answer while following a job: keep its timeline in the record, and once it has ended,
+    copy the run's records next to it. A failure here is logged; it never changes the launch's outcome."""
+    s3_client = boto_session.client("s3")
+
+    def on_answer(job: SubmittedJob, described: dict[str, Any]) -> None:
+        if job.planned.record_dir is None:
+            return
+        try:
+            record_timeline(job, described)
+            if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
+                copied = collect_run_records(s3_client, job.checkpoint_s3_uri, job.planned.record_dir)
+                log.info("%s: copied %s to %s", job.name, ", ".join(copied) or "nothing", job.planned.record_dir)
+        except Exception as error:  # noqa: BLE001 - the record is a convenience; the job's outcome stands
+            log.warning("%s: could not update the record in %s: %s", job.name, job.planned.record_dir, error)
+
+    return on_answer
 
 
 def launch(
@@ -576,7 +719,7 @@ def launch(
         upload_source(boto_session, source, source_uri)
         log.info("source uploaded to %s", source_uri)
 
-        tracker = JobTracker(sdk_session.sagemaker_client, shared.poll_interval_s, sleep)
+        tracker = JobTracker(sdk_session.sagemaker_client, shared.poll_interval_s, sleep, follow_up(boto_session))
         for job in jobs:
             while tracker.running_count() >= job.planned.settings.max_parallel_jobs:
                 tracker.poll_until_one_ends()
@@ -608,12 +751,21 @@ def launch(
 
 
 class JobTracker:
-    """Polls submitted jobs, logs their status changes and records their final state."""
+    """Polls submitted jobs, logs their status changes and records their final state.
 
-    def __init__(self, sagemaker_client, poll_interval_s: float, sleep: Callable[[float], None]):
+    `on_answer(job, described)` is called with each answer that shows a new status, and with the final one."""
+
+    def __init__(
+        self,
+        sagemaker_client,
+        poll_interval_s: float,
+        sleep: Callable[[float], None],
+        on_answer: Callable[[SubmittedJob, dict[str, Any]], None] | None = None,
+    ):
         self.client = sagemaker_client
         self.poll_interval_s = poll_interval_s
         self.sleep = sleep
+        self.on_answer = on_answer
         self.active: list[SubmittedJob] = []
         self.last_status: dict[str, str] = {}
 
@@ -630,9 +782,12 @@ class JobTracker:
             described = self.client.describe_training_job(TrainingJobName=job.name)
             status = described["TrainingJobStatus"]
             shown = f"{status}/{described.get('SecondaryStatus', '')}"
-            if self.last_status.get(job.name) != shown:
+            changed = self.last_status.get(job.name) != shown
+            if changed:
                 log.info("%s: %s", job.name, shown)
                 self.last_status[job.name] = shown
+            if self.on_answer is not None and (changed or status in TERMINAL_STATUSES):
+                self.on_answer(job, described)
             if status in TERMINAL_STATUSES:
                 job.final = described
             else:

@@ -10,6 +10,10 @@ never receives it, which is why the shell must not stay in between. This process
   exit; a process that has not exited `STOP_TIMEOUT_S` after the first stop signal is killed;
 - kills the others when one fails, so that none waits forever in a collective for a peer that is gone;
 - reaps orphaned processes, as the init process of the container must;
+- with `--kernel-cache`, fills Warp's kernel cache from a store shared by every job before the first process
+  starts, and writes back what the run compiled after its first iteration and at its end (launchers/kernel_cache.py);
+- records its own events (container start, kernel cache transfers) in the run's ledger, without an attempt id of
+  their own: they belong to the container, not to one train.py process;
 - exits with what SageMaker should report: 0 and the model exported to SM_MODEL_DIR (uploaded as
   model.tar.gz) when the run completed; otherwise non-zero, with the reason in SM_OUTPUT_DIR/failure, which
   SageMaker shows as the job's FailureReason. A stopped run is never exported as if it were complete: its
@@ -34,7 +38,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +70,12 @@ WARM_POOL_CACHE_ENV = "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY"
 
 LOCAL_WARP_CACHE = Path(".cache") / "warp"
 """Warp's kernel cache outside a warm pool, relative to the container's home: local, never synced to S3."""
+
+ENTRY_STARTED = time.time()
+"""When this process started, near enough: the interpreter's own start-up is a few tens of milliseconds."""
+
+ENTRY_WRITER = "sagemaker_entry"
+"""The `writer` of the ledger events this process writes."""
 
 COMPLETED_MESSAGE = "Training Container Execution Completed"
 """What sm_train.sh prints after a successful command; printed here because `exec` ends the script early."""
@@ -122,6 +132,23 @@ def warp_cache_dir(environ: Mapping[str, str]) -> Path:
         return Path(warm_pool) / "warp"
     home = environ.get("HOME") or str(Path.home())
     return Path(home) / LOCAL_WARP_CACHE
+
+
+def effective_warp_cache_dir(overrides: Sequence[str], environ: Mapping[str, str]) -> Path:
+    """The Warp cache folder the training processes use: the run's own `warp_cache_dir=` override (relative to the
+    source, where train.py runs) or, without one, `warp_cache_dir(environ)`, which `training_command` passes."""
+    chosen = None
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "warp_cache_dir":
+            chosen = value.strip()
+    if chosen is None:
+        return warp_cache_dir(environ)
+    if chosen in ("", "null", "None"):
+        # train.py leaves Warp its own default, the user's cache folder.
+        home = environ.get("HOME") or str(Path.home())
+        return Path(environ.get("XDG_CACHE_HOME") or Path(home) / ".cache") / "warp"
+    return (SOURCE_ROOT / Path(chosen).expanduser()).resolve()
 
 
 def process_environments(layout: Mapping[str, int | str], environ: Mapping[str, str]) -> list[dict[str, str]]:
@@ -242,6 +269,17 @@ class Supervisor:
         self._output_lock = threading.Lock()
         self._first_failure: int | None = None
         self._killed_after_stop = False
+
+    def stop_requested(self) -> bool:
+        """Whether a stop signal has arrived (read now; before the processes start, e.g. during the kernel fetch)."""
+        self._handle_signals()
+        return self.stop_signal is not None
+
+    def say(self, text: str) -> None:
+        """Print a line of this process's own between the training processes' lines, never inside one."""
+        with self._output_lock:
+            sys.stdout.buffer.write(f"sagemaker_entry: {text}\n".encode())
+            sys.stdout.buffer.flush()
 
     def close(self) -> None:
         """Give the signals back their previous handlers and close the wake-up pipe."""
@@ -512,8 +550,37 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint-dir", type=Path, default=Path("/opt/ml/checkpoints"))
     parser.add_argument("--processes-per-instance", type=int, default=None)
+    parser.add_argument(
+        "--kernel-cache",
+        default=None,
+        help="store of compiled Warp kernels shared by jobs: s3://bucket/prefix, file:///folder or a folder; "
+        "fetched before training, written back after the first iteration and at the end (absent: off)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for train.py (after --)")
     return parser.parse_args(argv)
+
+
+def entry_ledger(run_dir: Path) -> Callable[..., None]:
+    """Open the run's ledger for this process's own events; returns the function that records one.
+
+    Only the first instance calls it: it holds the run directory that rank 0 writes, and every instance syncs the
+    same checkpoint URI, so a ledger written elsewhere would replace the real one in S3."""
+    from core import ledger
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ledger.open_ledger(
+        run_dir,
+        writer=ENTRY_WRITER,
+        launcher="sagemaker",
+        host=os.uname().nodename,
+        job=os.environ.get("TRAINING_JOB_NAME"),
+        **ledger.placement(),
+    )
+    return ledger.record
+
+
+def _record_nothing(_event: str, **_fields: Any) -> None:
+    """The ledger of an instance that holds no run directory."""
 
 
 def run(argv: Sequence[str] | None, supervisor: Supervisor, output_dir: Path) -> int:
@@ -523,6 +590,7 @@ def run(argv: Sequence[str] | None, supervisor: Supervisor, output_dir: Path) ->
     args = parse_arguments(argv)
     layout = distributed_layout(os.environ, args.processes_per_instance)
     run_dir = args.checkpoint_dir / RUN_DIR_NAME
+    first_node = int(layout["node_rank"]) == 0
     command, environments = training_command(args.overrides, args.checkpoint_dir, layout)
     print(
         f"sagemaker_entry: pid {os.getpid()}, {len(environments)} process(es) on node {layout['node_rank']} "
@@ -531,17 +599,30 @@ def run(argv: Sequence[str] | None, supervisor: Supervisor, output_dir: Path) ->
     )
     if os.getpid() != 1:
         print("sagemaker_entry: not the container's PID 1; a stop signal reaches only what is sent here", flush=True)
+    record = entry_ledger(run_dir) if first_node else _record_nothing
+    record("container_start", at=ENTRY_STARTED, pid=os.getpid(), processes=len(environments))
+    shared = None
+    if args.kernel_cache:
+        from launchers.kernel_cache import SharedKernels
+
+        cache_root = effective_warp_cache_dir(args.overrides, os.environ)
+        shared = SharedKernels(args.kernel_cache, cache_root, args.overrides, record, log=supervisor.say)
+        shared.fetch(cancelled=supervisor.stop_requested)
     events_before = len(ledger.read(run_dir))
+    if shared is not None and first_node:
+        shared.upload_after_first_iteration(run_dir / ledger.LEDGER, events_before)
     outcome = supervisor.run(command, environments, SOURCE_ROOT)
+    if shared is not None:
+        # Only the first instance writes back: every instance compiled the same kernels.
+        shared.finish(stopped=outcome.stop_signal is not None, write_back=first_node)
 
     if outcome.completed:
-        if int(layout["node_rank"]) == 0:
+        if first_node:
             model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
             copied = export_model(run_dir, model_dir)
             print(f"sagemaker_entry: exported {copied} to {model_dir}", flush=True)
         print(COMPLETED_MESSAGE, flush=True)
         return 0
-    first_node = int(layout["node_rank"]) == 0
     status, reason = report(outcome, run_dir, ledger.read(run_dir)[events_before:], first_node)
     write_failure(output_dir, reason)
     print(f"sagemaker_entry: exit status {status}: {reason}", flush=True)

@@ -16,6 +16,7 @@ import pytest
 from launchers.sagemaker_entry import (
     Outcome,
     distributed_layout,
+    effective_warp_cache_dir,
     process_environments,
     report,
     training_command,
@@ -245,6 +246,19 @@ def test_the_kernel_cache_stays_out_of_the_synced_checkpoint_folder(tmp_path):
     assert warp_cache_dir(warm) == Path("/opt/ml/sagemaker/warmpoolcache/warp")
     command, _ = training_command(["task=toy", "warp_cache_dir=/fsx/warp"], checkpoints, layout, "python3", warm)
     assert [arg for arg in command if arg.startswith("warp_cache_dir=")] == ["warp_cache_dir=/fsx/warp"]
+
+
+def test_the_shared_kernels_go_where_the_training_processes_look(tmp_path):
+    """The folder the entry fills from the shared kernel cache is the one train.py is told to use."""
+    home = {"HOME": "/root"}
+    warm = {**home, "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY": "/opt/ml/sagemaker/warmpoolcache"}
+    for overrides, environ in ((["task=toy"], home), (["task=toy"], warm), (["warp_cache_dir=/fsx/warp"], warm)):
+        command, _ = training_command(overrides, tmp_path, distributed_layout({}, None), "python3", environ)
+        told = next(arg for arg in command if arg.startswith("warp_cache_dir=")).removeprefix("warp_cache_dir=")
+        assert effective_warp_cache_dir(overrides, environ) == Path(told)
+    # A relative folder is relative to the source, where train.py runs; null leaves Warp its own default.
+    assert effective_warp_cache_dir(["warp_cache_dir=cache/warp"], home) == ROOT / "cache/warp"
+    assert effective_warp_cache_dir(["warp_cache_dir=null"], home) == Path("/root/.cache/warp")
 
 
 def test_an_interrupted_run_reports_where_it_resumes(tmp_path):

@@ -83,6 +83,12 @@ class SageMakerSettings(LauncherConfig):
     keep_alive_s: int = 0
     """Warm-pool keep-alive after a job ends, in seconds (0 turns it off; not with Spot)."""
 
+    kernel_cache_s3_uri: str | None = "kernel-cache"
+    """Where jobs share Warp's compiled kernels: an s3:// URI, or a prefix relative to output_path (the default,
+    `kernel-cache`, is <output_path>/kernel-cache). Each job fetches the kernels of its software versions and GPU
+    architecture before training and writes back new ones after its first iteration and at its end; a failure of the
+    cache never fails the job. null or "" turns it off. See docs/sagemaker.md for the IAM permissions."""
+
     max_parallel_jobs: int = 8
     """Most jobs of one sweep running at once; further points are submitted as earlier ones end."""
 

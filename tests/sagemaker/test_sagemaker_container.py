@@ -24,6 +24,15 @@ from sagemaker_emulator import run_train, sagemaker_args
 pytestmark = pytest.mark.sagemaker
 
 PYTHON_BIN = Path(sys.executable).parent
+CONTAINER_AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_EC2_METADATA_DISABLED",
+)
 
 
 def s3_key(uri: str) -> tuple[str, str]:
@@ -85,6 +94,8 @@ def lay_out_job(aws, request: dict, work: Path) -> tuple[list[str], dict[str, st
         "PATH": f"{PYTHON_BIN}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(work),
         "TRAINING_JOB_NAME": request["TrainingJobName"],
+        # SageMaker hands the container the job role's credentials and its region; here, the emulator's.
+        **{name: os.environ[name] for name in CONTAINER_AWS_VARIABLES if name in os.environ},
         **request.get("Environment", {}),
     }
     return command, environment

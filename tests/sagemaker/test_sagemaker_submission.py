@@ -131,8 +131,8 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, monkeypatch, tmp_path
     assert status == 0
     assert output.out.count("dry run, nothing sent") + output.err.count("dry run, nothing sent") == 2
     assert (
-        "command:     exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints -- task=toy seed=1"
-        in (output.out + output.err)
+        "command:     exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints "
+        f"--kernel-cache s3://{BUCKET}/robot-rl/kernel-cache -- task=toy seed=1" in (output.out + output.err)
     )
     assert aws.created_jobs == []
     assert aws.keys() == []
