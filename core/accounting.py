@@ -328,7 +328,7 @@ def account(
         cost = price * nodes * billed_s / 3600.0 if price is not None else None
     cost_per_useful_hour = cost / (useful_s / 3600.0) if cost is not None and useful_s > 0 else None
 
-    objective_key = config.get("objective") if isinstance(config.get("objective"), str) else None
+    objective_key = _objective_key(run_dir, config)
     objective = final_value(counted, objective_key) if objective_key else None
     return RunAccount(
         run_dir=str(run_dir),
@@ -392,6 +392,20 @@ def account(
             if e["event"] in ("kernel_cache_fetch", "kernel_cache_upload")
         ],
     )
+
+
+def _objective_key(run_dir: Path, config: dict[str, Any]) -> str | None:
+    """The metric the run returns as its objective. A Training Job's record keeps the config as the submit host
+    composed it, where the key may still be an interpolation (``${task.objective}``); it is resolved here."""
+    key = config.get("objective")
+    if isinstance(key, str) and "${" in key:
+        from omegaconf import OmegaConf
+
+        try:
+            key = OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "objective")
+        except Exception:  # noqa: BLE001 - an unresolvable key leaves the run without an objective
+            key = None
+    return key if isinstance(key, str) else None
 
 
 def _number(value: Any) -> float | None:

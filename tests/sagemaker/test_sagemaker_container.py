@@ -1,11 +1,5 @@
-"""The container side run for real: a job's captured request and uploaded source, laid out as SageMaker does.
-
-Each job is played the way SageMaker plays it: its input channels are downloaded from the
-emulator's S3 into an `/opt/ml`-style folder, its checkpoint URI is restored into the
-checkpoint folder, its command runs with the job's environment, and the checkpoint folder is
-synced back to S3 afterwards. The SDK's scripts name `/opt/ml` literally; they are run with
-that prefix pointed at a temporary folder.
-"""
+"""The container side run for real: a job's captured request and uploaded source, laid out as SageMaker does
+(`sagemaker_emulator.play_job`)."""
 
 from __future__ import annotations
 
@@ -14,104 +8,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from sagemaker_emulator import run_train, sagemaker_args
+from sagemaker_emulator import lay_out_job, play_job, run_train, sagemaker_args, sync_checkpoints
 
 pytestmark = pytest.mark.sagemaker
-
-PYTHON_BIN = Path(sys.executable).parent
-CONTAINER_AWS_VARIABLES = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_EC2_METADATA_DISABLED",
-)
-
-
-def s3_key(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
-def download_prefix(aws, uri: str, destination: Path) -> int:
-    """Copy every object under an S3 prefix (S3Prefix semantics) into `destination`."""
-    bucket, prefix = s3_key(uri)
-    s3 = aws.client("s3")
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            relative = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
-            target = destination / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target))
-            count += 1
-    return count
-
-
-def upload_folder(aws, folder: Path, uri: str) -> None:
-    bucket, prefix = s3_key(uri)
-    s3 = aws.client("s3")
-    for path in folder.rglob("*"):
-        if path.is_file():
-            s3.upload_file(str(path), bucket, f"{prefix.rstrip('/')}/{path.relative_to(folder)}")
-
-
-def lay_out_job(aws, request: dict, work: Path) -> tuple[list[str], dict[str, str]]:
-    """Lay out `<work>/opt_ml` from the emulated S3 as SageMaker does; return the container's command and environment."""
-    root = work / "opt_ml"
-    for name in ("model", "output", "checkpoints", "input/config"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    channels = {}
-    for channel in request["InputDataConfig"]:
-        name = channel["ChannelName"]
-        assert download_prefix(aws, channel["DataSource"]["S3DataSource"]["S3Uri"], root / "input/data" / name) > 0
-        channels[name] = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"}
-    # SageMaker restores the checkpoint URI into the checkpoint folder before the job starts.
-    download_prefix(aws, request["CheckpointConfig"]["S3Uri"], root / "checkpoints")
-    resources = {
-        "current_host": "algo-1",
-        "current_instance_type": request["ResourceConfig"]["InstanceType"],
-        "hosts": ["algo-1"],
-        "network_interface_name": "eth0",
-    }
-    (root / "input/config/resourceconfig.json").write_text(json.dumps(resources))
-    (root / "input/config/inputdataconfig.json").write_text(json.dumps(channels))
-    (root / "input/config/hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
-    for path in (root / "input/data/sm_drivers").rglob("*"):
-        if path.is_file() and path.suffix in (".sh", ".py"):
-            path.write_text(path.read_text().replace("/opt/ml", str(root)))
-
-    command = [*request["AlgorithmSpecification"]["ContainerEntrypoint"]]
-    command += [arg.replace("/opt/ml", str(root)) for arg in request["AlgorithmSpecification"]["ContainerArguments"]]
-    environment = {
-        "PATH": f"{PYTHON_BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(work),
-        "TRAINING_JOB_NAME": request["TrainingJobName"],
-        # SageMaker hands the container the job role's credentials and its region; here, the emulator's.
-        **{name: os.environ[name] for name in CONTAINER_AWS_VARIABLES if name in os.environ},
-        **request.get("Environment", {}),
-    }
-    return command, environment
-
-
-def sync_checkpoints(aws, request: dict, work: Path) -> None:
-    """SageMaker keeps the checkpoint URI in sync with the checkpoint folder."""
-    upload_folder(aws, work / "opt_ml/checkpoints", request["CheckpointConfig"]["S3Uri"])
-
-
-def play_job(aws, request: dict, work: Path) -> subprocess.CompletedProcess:
-    """Run one Training Job's container command on this machine, as SageMaker would."""
-    command, environment = lay_out_job(aws, request, work)
-    result = subprocess.run(command, cwd=work, env=environment, capture_output=True, text=True, timeout=420)
-    sync_checkpoints(aws, request, work)
-    return result
 
 
 def ledger_events(run_dir: Path) -> list[dict]:

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import io
 import re
-import shlex
 import tarfile
 
 import pytest
-from sagemaker_emulator import BUCKET, IMAGE, ROLE, run_train, sagemaker_args
+from sagemaker_emulator import BUCKET, IMAGE, ROLE, command_of, run_train, sagemaker_args
 
 from launchers.sagemaker import JOB_NAME_LIMIT, container_overrides, job_stem
 
 pytestmark = pytest.mark.sagemaker
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-
-def command_of(aws, request) -> list[str]:
-    """The command line the job's sm_train.sh runs, read back from the uploaded drivers."""
-    channel = next(c for c in request["InputDataConfig"] if c["ChannelName"] == "sm_drivers")
-    key = channel["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
-    script = aws.read(f"{key}/sm_train.sh").decode()
-    body = script.split("<<'SAGEMAKER_BASE_COMMAND_EOF'\n", 1)[1].split("\nSAGEMAKER_BASE_COMMAND_EOF", 1)[0]
-    return shlex.split(body)
 
 
 def overrides_of(aws, request) -> list[str]:
