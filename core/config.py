@@ -114,6 +114,9 @@ class TerrainConfig:
     """Move robots to harder rows as they walk farther (terrain-level curriculum)."""
     max_init_level: int = 5
     """Highest difficulty row a robot may start on."""
+    cache: bool = True
+    """Keep the generated terrain on disk (``$RLFORGE_CACHE/terrains``) and load it when the generator settings and
+    seed are the same again, instead of generating it at every start."""
 
 
 @dataclass

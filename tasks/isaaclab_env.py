@@ -175,6 +175,10 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
         terrain.terrain_generator.num_rows = task.terrain.num_rows
         terrain.terrain_generator.num_cols = task.terrain.num_cols
         terrain.terrain_generator.curriculum = task.terrain.curriculum
+        if task.terrain.cache:
+            from tasks.terrain_cache import CachedTerrainGenerator
+
+            terrain.terrain_generator.class_type = CachedTerrainGenerator
         terrain.max_init_terrain_level = task.terrain.max_init_level
         if not task.terrain.curriculum:
             env_cfg.curriculum.terrain_levels = None

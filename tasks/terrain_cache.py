@@ -1,0 +1,126 @@
+"""Generated terrains kept on disk: the same generator settings and seed give the same terrain, so it is built once.
+
+Isaac Lab's terrain generator builds a rough-terrain task's ground (hundreds of sub-terrain meshes, a million
+triangles) at every start, seconds of CPU work whose result depends only on its settings and its seed. The generator
+here is Isaac Lab's, used through the generator config's ``class_type``: the first run with given settings saves
+the finished mesh, its colours, the sub-terrain origins and flat patches under ``$RLFORGE_CACHE/terrains`` (default
+``~/.cache/rlforge/terrains``); later runs load them. Some sub-terrains draw from NumPy's global random state as
+well as the generator's seed, so the key covers every generator setting, the seed, NumPy's global state and Isaac
+Lab's version, and a load puts NumPy's global state where generating would have left it: a run that loads its
+terrain continues exactly as one that generated it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from isaaclab.terrains.terrain_generator import TerrainGenerator
+
+FORMAT = 1
+"""Bumped when the saved layout changes."""
+
+
+def cache_dir() -> Path:
+    """``$RLFORGE_CACHE/terrains``, or ``~/.cache/rlforge/terrains``."""
+    return Path(os.environ.get("RLFORGE_CACHE", Path.home() / ".cache" / "rlforge")) / "terrains"
+
+
+def _effective_seed(cfg) -> int:
+    """The seed Isaac Lab's generator uses: the config's, else the first word of NumPy's global state."""
+    return int(cfg.seed) if cfg.seed is not None else int(np.random.get_state()[1][0])
+
+
+def _global_state() -> list[Any]:
+    """NumPy's global random state as plain data."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def terrain_key(cfg) -> str:
+    """Digest of everything the generated terrain depends on (call it just before generating)."""
+    from importlib import metadata
+
+    from isaaclab.utils import class_to_dict
+
+    settings = class_to_dict(cfg)
+    settings.pop("class_type", None)
+    try:
+        version = metadata.version("isaaclab")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    payload = json.dumps(
+        {
+            "settings": settings,
+            "seed": _effective_seed(cfg),
+            "numpy_state": _global_state(),
+            "isaaclab": version,
+            "format": FORMAT,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class CachedTerrainGenerator(TerrainGenerator):
+    """Isaac Lab's terrain generator that loads a terrain built before with the same settings and seed."""
+
+    def __init__(self, cfg, device: str = "cpu") -> None:
+        path = cache_dir() / f"{terrain_key(cfg)}.npz"
+        if path.is_file() and self._load(path, cfg, device):
+            return
+        super().__init__(cfg, device)
+        self._save(path)
+
+    def _load(self, path: Path, cfg, device: str) -> bool:
+        import torch
+        import trimesh
+
+        try:
+            with np.load(path) as saved:
+                mesh = trimesh.Trimesh(vertices=saved["vertices"], faces=saved["faces"], process=False)
+                if "vertex_colors" in saved:
+                    mesh.visual.vertex_colors = saved["vertex_colors"]
+                origins = saved["origins"]
+                name, pos, has_gauss, cached = json.loads(str(saved["numpy_state_rest"]))
+                after = (name, saved["numpy_state_keys"], pos, has_gauss, cached)
+                patches = {
+                    key.removeprefix("patch/"): torch.as_tensor(saved[key], device=device)
+                    for key in saved.files
+                    if key.startswith("patch/")
+                }
+        except (OSError, KeyError, ValueError) as error:
+            print(f"[rlforge] terrain cache {path.name} unreadable ({error}); generating the terrain")
+            return False
+        np.random.set_state(after)  # where generating would have left it
+        self.cfg, self.device = cfg, device
+        self.terrain_mesh, self.terrain_origins, self.flat_patches = mesh, origins, patches
+        self.terrain_meshes = [mesh]
+        print(f"[rlforge] terrain loaded from {path} ({len(mesh.faces)} triangles)")
+        return True
+
+    def _save(self, path: Path) -> None:
+        arrays: dict[str, Any] = {
+            "vertices": np.asarray(self.terrain_mesh.vertices),
+            "faces": np.asarray(self.terrain_mesh.faces),
+            "origins": np.asarray(self.terrain_origins),
+            "numpy_state_keys": np.asarray(np.random.get_state()[1]),
+            "numpy_state_rest": np.asarray(json.dumps([_global_state()[i] for i in (0, 2, 3, 4)])),
+        }
+        if self.terrain_mesh.visual.kind == "vertex":
+            arrays["vertex_colors"] = np.asarray(self.terrain_mesh.visual.vertex_colors)
+        for name, patches in self.flat_patches.items():
+            arrays[f"patch/{name}"] = patches.detach().cpu().numpy()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        except OSError as error:  # a read-only or full cache folder costs the next run the generation, nothing else
+            print(f"[rlforge] terrain not cached ({error})")
