@@ -409,21 +409,20 @@ def fetch(
 ) -> Transfer:
     """Copy the store's complete entries that `folder` lacks into it, file by file (only files not there yet).
 
-    Raises what the store raises (no permission, no bucket); a partial fetch leaves whole files only."""
-    started = time.monotonic()
+    Whatever stops it (no permission, no bucket, a stop asked for) is in the result's `error`; what was fetched by
+    then is whole files only, `.meta` files after the rest."""
     transfer = Transfer("fetch", str(store))
-    try:
+
+    def plan() -> list[str]:
         remote = store.list()
         entries = complete_entries(remote)
         local = local_files(folder)
         missing = [relative for relative in sorted(remote) if entry_of(relative) in entries and relative not in local]
         transfer.entries = len(entries)
         transfer.already_there = len(entries - {entry_of(relative) for relative in missing})
-        _move(lambda relative: store.get(relative, Path(folder) / relative), missing, workers, cancelled, transfer)
-    finally:
-        transfer.moved = len({entry_of(relative) for relative in transfer.moved_files})
-        transfer.seconds = time.monotonic() - started
-    return transfer
+        return missing
+
+    return _run(transfer, plan, lambda relative: store.get(relative, Path(folder) / relative), workers, cancelled)
 
 
 def upload_new(
@@ -434,17 +433,34 @@ def upload_new(
 ) -> Transfer:
     """Write the complete entries of `folder` that the store lacks, file by file (only files not there yet), each
     module's `.meta` file after its other files. Module folders without a `.meta` file (still being built) wait for
-    the next upload."""
-    started = time.monotonic()
+    the next upload. Whatever stops it is in the result's `error`."""
     transfer = Transfer("upload", str(store))
-    try:
+
+    def plan() -> list[str]:
         local = local_files(folder)
         entries = complete_entries(local)
         remote = store.list()
         new = [relative for relative in sorted(local) if entry_of(relative) in entries and relative not in remote]
         transfer.entries = len(entries)
         transfer.already_there = len(entries - {entry_of(relative) for relative in new})
-        _move(lambda relative: store.put(Path(folder) / relative, relative), new, workers, cancelled, transfer)
+        return new
+
+    return _run(transfer, plan, lambda relative: store.put(Path(folder) / relative, relative), workers, cancelled)
+
+
+def _run(
+    transfer: Transfer,
+    plan: Callable[[], list[str]],
+    action: Callable[[str], int],
+    workers: int,
+    cancelled: Callable[[], bool] | None,
+) -> Transfer:
+    """List what to move (`plan`), move it, and fill in the figures, an error included."""
+    started = time.monotonic()
+    try:
+        _move(action, plan(), workers, cancelled, transfer)
+    except Exception as error:  # noqa: BLE001 - reported to the caller in the result
+        transfer.error = f"{type(error).__name__}: {error}"[:500]
     finally:
         transfer.moved = len({entry_of(relative) for relative in transfer.moved_files})
         transfer.seconds = time.monotonic() - started
@@ -491,28 +507,37 @@ class SharedKernels:
         return self.store
 
     def fetch(self, cancelled: Callable[[], bool] | None = None) -> Transfer | None:
-        """Bring the store's kernels that the local cache lacks; None when the store could not be used."""
-        try:
-            transfer = fetch(self._open(), self.folder, self.workers, cancelled)
-        except Exception as error:  # noqa: BLE001 - any failure of the cache leaves the job to train without it
-            self._warn("kernel_cache_fetch", "fetch", error)
-            return None
-        self.log(f"kernel cache {transfer.store} -> {self.folder}: {transfer.describe()}")
-        self.record("kernel_cache_fetch", folder=str(self.folder), **transfer.fields())
-        return transfer
+        """Bring the store's kernels that the local cache lacks; None when the store could not be used (what was
+        fetched before the failure is kept and recorded)."""
+        return self._transfer("fetch", "kernel_cache_fetch", {"folder": str(self.folder)}, fetch, cancelled)
 
     def upload(self, when: str, cancelled: Callable[[], bool] | None = None) -> Transfer | None:
         """Write back the local cache's entries the store lacks; `when` (`first_iteration`, `exit`) goes into the
         ledger event. None when the store could not be used."""
         with self._upload_lock:
-            try:
-                transfer = upload_new(self._open(), self.folder, self.workers, cancelled)
-            except Exception as error:  # noqa: BLE001 - see fetch
-                self._warn("kernel_cache_upload", f"upload ({when})", error, when=when)
-                return None
-        self.log(f"kernel cache {self.folder} -> {transfer.store} ({when}): {transfer.describe()}")
-        self.record("kernel_cache_upload", when=when, **transfer.fields())
-        return transfer
+            return self._transfer(f"upload ({when})", "kernel_cache_upload", {"when": when}, upload_new, cancelled)
+
+    def _transfer(
+        self,
+        what: str,
+        event: str,
+        fields: dict[str, Any],
+        move: Callable[..., Transfer],
+        cancelled: Callable[[], bool] | None,
+    ) -> Transfer | None:
+        try:
+            transfer = move(self._open(), self.folder, self.workers, cancelled)
+        except Exception as error:  # noqa: BLE001 - an unusable store (address, credentials) leaves the job as it is
+            transfer = Transfer(what.split()[0], self.source, error=f"{type(error).__name__}: {error}"[:500])
+        arrow = f"{transfer.store} -> {self.folder}" if transfer.direction == "fetch" else f"-> {transfer.store}"
+        self.log(f"kernel cache {what} {arrow}: {transfer.describe()}")
+        if transfer.error is not None:
+            self.log(
+                f"WARNING: kernel cache {what} with {self.source} failed: {transfer.error}; "
+                "training goes on, compiling the kernels it does not find"
+            )
+        self.record(event, key=self.key, **fields, **transfer.fields())
+        return None if transfer.error is not None else transfer
 
     def upload_after_first_iteration(self, ledger_path: Path, events_before: int) -> None:
         """Watch the run's ledger from a thread; once this attempt's `first_iteration` event is there, upload.
@@ -523,7 +548,10 @@ class SharedKernels:
             from core import ledger
 
             while not self._done.wait(FIRST_ITERATION_POLL_S):
-                events = ledger.read_jsonl(ledger_path)[events_before:]
+                try:
+                    events = ledger.read_jsonl(ledger_path)[events_before:]
+                except (OSError, UnicodeDecodeError):
+                    continue  # being replaced or restored: read it again next time
                 if any(event.get("event") == "first_iteration" for event in events):
                     self.upload("first_iteration", cancelled=self._abort.is_set)
                     return
@@ -546,14 +574,6 @@ class SharedKernels:
             self._watcher.join()
         if write_back:
             self.upload("exit")
-
-    def _warn(self, event: str, what: str, error: BaseException, **fields: Any) -> None:
-        message = f"{type(error).__name__}: {error}"
-        self.log(
-            f"WARNING: kernel cache {what} with {self.source} ({self.key}) failed: {message}; "
-            "training goes on, compiling the kernels it does not find"
-        )
-        self.record(event, store=self.source, key=self.key, error=message[:500], **fields)
 
 
 # --------------------------------------------------------------------------------------

@@ -611,17 +611,15 @@ def sagemaker_timeline(described: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record_timeline(job: SubmittedJob, described: dict[str, Any]) -> None:
+def record_timeline(record_dir: Path, job_name: str | None, described: dict[str, Any]) -> None:
     """Add SageMaker's timeline of the job to its record (`sagemaker_job.json`), replacing an older one."""
-    if job.planned.record_dir is None:
-        return
     import json
 
-    path = job.planned.record_dir / SAGEMAKER_RECORD
+    path = record_dir / SAGEMAKER_RECORD
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
-        record = {"training_job_name": job.name}
+        record = {"training_job_name": job_name}
     record["sagemaker"] = sagemaker_timeline(described)
     _write_json(path, record)
 
@@ -646,23 +644,49 @@ def collect_run_records(s3_client, checkpoint_s3_uri: str, record_dir: Path) -> 
     return copied
 
 
+def update_record(s3_client, record_dir: Path, job_name: str, checkpoint_s3_uri: str, described: dict) -> None:
+    """Keep the job's timeline in its record, and once it has ended, copy the run's records next to it."""
+    record_timeline(record_dir, job_name, described)
+    if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
+        copied = collect_run_records(s3_client, checkpoint_s3_uri, record_dir)
+        log.info("%s: copied %s to %s", job_name, ", ".join(copied) or "nothing", record_dir)
+
+
 def follow_up(boto_session) -> Callable[[SubmittedJob, dict[str, Any]], None]:
-    """What to do with each answer while following a job: keep its timeline in the record, and once it has ended,
-    copy the run's records next to it. A failure here is logged; it never changes the launch's outcome."""
+    """What to do with each answer while following a job: `update_record`. A failure here is logged; it never
+    changes the launch's outcome."""
     s3_client = boto_session.client("s3")
 
     def on_answer(job: SubmittedJob, described: dict[str, Any]) -> None:
-        if job.planned.record_dir is None:
+        if job.planned.record_dir is None or job.name is None:
             return
         try:
-            record_timeline(job, described)
-            if described.get("TrainingJobStatus") in TERMINAL_STATUSES:
-                copied = collect_run_records(s3_client, job.checkpoint_s3_uri, job.planned.record_dir)
-                log.info("%s: copied %s to %s", job.name, ", ".join(copied) or "nothing", job.planned.record_dir)
+            update_record(s3_client, job.planned.record_dir, job.name, job.checkpoint_s3_uri, described)
         except Exception as error:  # noqa: BLE001 - the record is a convenience; the job's outcome stands
             log.warning("%s: could not update the record in %s: %s", job.name, job.planned.record_dir, error)
 
     return on_answer
+
+
+def update_records(folder: Path, profile: str | None = None) -> int:
+    """Update every job record under `folder` (a sweep's output, or one point) from DescribeTrainingJob and the
+    job's checkpoint URI, as following the job would have; for jobs submitted without `launcher.wait`. Returns how
+    many records were updated."""
+    import json
+
+    import boto3
+
+    updated = 0
+    for path in sorted(Path(folder).rglob(SAGEMAKER_RECORD)):
+        record = json.loads(path.read_text())
+        session = boto3.Session(profile_name=profile, region_name=record.get("region"))
+        described = session.client("sagemaker").describe_training_job(TrainingJobName=record["training_job_name"])
+        update_record(
+            session.client("s3"), path.parent, record["training_job_name"], record["checkpoint_s3_uri"], described
+        )
+        print(f"{path.parent}: {record['training_job_name']} {described['TrainingJobStatus']}")
+        updated += 1
+    return updated
 
 
 def launch(
@@ -806,3 +830,23 @@ class JobTracker:
         while self.active:
             self.sleep(self.poll_interval_s)
             self.poll()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`records FOLDER`: bring the job records under FOLDER up to date (timeline, billable time, the run's files)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    records = commands.add_parser("records", help="update the sagemaker_job.json records under a folder")
+    records.add_argument("folder", type=Path, help="a sweep's output folder (outputs/multirun/<time>) or one point")
+    records.add_argument("--profile", help="named AWS profile (default: the default credential chain)")
+    args = parser.parse_args(argv)
+    found = update_records(args.folder, args.profile)
+    if not found:
+        print(f"no {SAGEMAKER_RECORD} under {args.folder}")
+    return 0 if found else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -605,9 +605,14 @@ def run(argv: Sequence[str] | None, supervisor: Supervisor, output_dir: Path) ->
     if args.kernel_cache:
         from launchers.kernel_cache import SharedKernels
 
-        cache_root = effective_warp_cache_dir(args.overrides, os.environ)
-        shared = SharedKernels(args.kernel_cache, cache_root, args.overrides, record, log=supervisor.say)
-        shared.fetch(cancelled=supervisor.stop_requested)
+        try:
+            cache_root = effective_warp_cache_dir(args.overrides, os.environ)
+            shared = SharedKernels(args.kernel_cache, cache_root, args.overrides, record, log=supervisor.say)
+        except Exception as error:  # noqa: BLE001 - the cache is an optimisation; training goes on without it
+            supervisor.say(f"WARNING: kernel cache {args.kernel_cache} not used: {error!r}")
+            record("kernel_cache_fetch", store=args.kernel_cache, error=repr(error)[:500])
+        else:
+            shared.fetch(cancelled=supervisor.stop_requested)
     events_before = len(ledger.read(run_dir))
     if shared is not None and first_node:
         shared.upload_after_first_iteration(run_dir / ledger.LEDGER, events_before)

@@ -20,3 +20,6 @@ def test_image_installs_like_the_setup_script():
         assert step in dockerfile and step in setup
     # The dependencies are installed from the lock before the source is copied in.
     assert dockerfile.index("-r requirements.lock") < dockerfile.index("COPY . .") < dockerfile.index("--no-deps -e .")
+    # ... and compiled to bytecode as they are installed, not at every fresh container's first import.
+    assert re.search(r"^\s*UV_COMPILE_BYTECODE=1", dockerfile, re.MULTILINE)
+    assert dockerfile.index("UV_COMPILE_BYTECODE=1") < dockerfile.index("-r requirements.lock")

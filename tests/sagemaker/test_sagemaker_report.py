@@ -142,3 +142,27 @@ def test_report_of_a_followed_job_shows_sagemaker_phases_and_prices_billable_tim
     assert "provisioning instances (SageMaker Starting)" in report.stdout
     for status, *_ in expected["phases"]:
         assert f"\n{status} " in report.stdout
+
+
+def test_records_of_jobs_not_followed_are_brought_up_to_date_afterwards(aws, monkeypatch, tmp_path, capsys):
+    submit = tmp_path / "submit"
+    submit.mkdir()
+    assert run_train(sagemaker_args("device=cpu", "task.num_envs=16", "algo.max_iterations=2"), monkeypatch, submit) == 0
+    (record_path,) = submit.glob("outputs/multirun/*/0/sagemaker_job.json")
+    assert "sagemaker" not in json.loads(record_path.read_text())
+    assert not (record_path.parent / "ledger.jsonl").exists()
+    request = aws.created_jobs[-1]
+    played = play_job(aws, request, tmp_path / "container")
+    assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
+    expected = complete_like_sagemaker(aws, request["TrainingJobName"], tmp_path / "container/opt_ml/checkpoints/run")
+
+    from launchers import sagemaker
+
+    assert sagemaker.main(["records", str(submit / "outputs/multirun")]) == 0
+    assert f"{request['TrainingJobName']} Completed" in capsys.readouterr().out
+    assert json.loads(record_path.read_text())["sagemaker"]["billable_time_s"] == expected["billable_s"]
+    from core import accounting
+
+    account = accounting.account(record_path.parent)
+    assert account.billable_s == expected["billable_s"] and account.iterations_completed == 2
+    assert account.first_iteration_parts[1][0] == "provisioning instances (SageMaker Starting)"
