@@ -12,6 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 REFERENCE_H1 = ROOT.parent / "shared" / "reference" / "unitree_h1"
+# The toy task at its smallest: tiny networks, one epoch of one mini-batch; an iteration takes milliseconds.
+SMALL_TOY = (
+    "task.num_envs=16",
+    "algo.num_steps_per_env=8",
+    "algo.algorithm.num_learning_epochs=1",
+    "algo.algorithm.num_mini_batches=1",
+    "algo.actor.hidden_dims=[32,32]",
+    "algo.critic.hidden_dims=[32,32]",
+)
 
 
 def run_train(
@@ -33,14 +42,9 @@ def run_train(
     )
 
 
-def train_until_then_signal(
-    args: list[str], cwd: Path, runs: Path, iterations: int, timeout: float = 120, sig: int = signal.SIGTERM
-) -> tuple[Path, int]:
-    """Start ``train.py``, send ``sig`` once ``iterations`` iterations are logged under ``runs``, wait for it to exit.
-
-    Returns the run directory and the process's exit code.
-    """
-    proc = subprocess.Popen(
+def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``train.py`` with this interpreter, its output (stdout and stderr together) piped."""
+    return subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -48,6 +52,16 @@ def train_until_then_signal(
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def train_until_then_signal(
+    args: list[str], cwd: Path, runs: Path, iterations: int, timeout: float = 120, sig: int = signal.SIGTERM
+) -> tuple[Path, int]:
+    """Start ``train.py``, send ``sig`` once ``iterations`` iterations are logged under ``runs``, wait for it to exit.
+
+    Returns the run directory and the process's exit code.
+    """
+    proc = start_train(args, cwd)
     deadline = time.time() + timeout
     metrics = None
     while time.time() < deadline and proc.poll() is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlforge_testing import ROOT, only_run, run_train, train_until_then_signal
+from rlforge_testing import ROOT, only_run, run_train, start_train, train_until_then_signal
 
 # Small networks keep checkpoints small (the full-disk test sizes its file system from them) and runs fast.
 SMALL = ["algo.actor.hidden_dims=[32,32]", "algo.critic.hidden_dims=[32,32]", "algo.algorithm.num_learning_epochs=1"]
@@ -27,17 +27,6 @@ def events(run_dir: Path) -> list[dict]:
 
 def metric_iterations(run_dir: Path) -> list[int]:
     return [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def start_train(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def wait_until(condition, what: str, proc: subprocess.Popen | None = None, timeout: float = 120):

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from sagemaker_emulator import lay_out_job, play_job, run_train, sagemaker_args, sync_checkpoints
 
+from rlforge_testing import SMALL_TOY
+
 pytestmark = pytest.mark.sagemaker
 
 
@@ -93,15 +95,7 @@ def test_failing_training_reports_its_reason_through_the_failure_file(aws, monke
 
 
 # The toy task at its smallest, as the Slurm tier trains it: an iteration takes milliseconds on the CPU.
-TOY = (
-    "device=cpu",
-    "task.num_envs=16",
-    "algo.num_steps_per_env=8",
-    "algo.algorithm.num_learning_epochs=1",
-    "algo.algorithm.num_mini_batches=1",
-    "algo.actor.hidden_dims=[32,32]",
-    "algo.critic.hidden_dims=[32,32]",
-)
+TOY = ("device=cpu", *SMALL_TOY)
 
 
 def require_pid_namespace() -> str:

@@ -12,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from rlforge_testing import SMALL_TOY
+
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[2]
 # The toy task starts in seconds; gpus_per_node=0 trains on the CPU with gloo, as this cluster has no GPUs.
 BASE = ["launcher=hyperpod", "launcher.gpus_per_node=0", "device=cpu", "logger=tensorboard"]
 # Small toy iterations keep each test short on a two-core machine shared with other work.
-TOY = [
-    "task.num_envs=16",
-    "algo.num_steps_per_env=8",
-    "algo.algorithm.num_learning_epochs=1",
-    "algo.algorithm.num_mini_batches=1",
-    "algo.actor.hidden_dims=[32,32]",
-    "algo.critic.hidden_dims=[32,32]",
-]
+TOY = list(SMALL_TOY)
 
 
 def train(
