@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sagemaker_emulator import REPO_ROOT, play_job, run_train, sagemaker_args
 
+from core import accounting
+
 pytestmark = pytest.mark.sagemaker
 
 SPOT_BILLED_FRACTION = 0.3
@@ -137,7 +139,8 @@ def test_report_of_a_followed_job_shows_sagemaker_phases_and_prices_billable_tim
     # The cost is SageMaker's billable time at the on-demand rate: Spot's saving is in it, not applied again.
     assert run["billable_s"] == expected["billable_s"]
     assert run["spot_savings"] == pytest.approx(1 - expected["billable_s"] / expected["training_s"])
-    assert run["cost"] == pytest.approx(1.515 * expected["billable_s"] / 3600)
+    on_demand = accounting.load_prices()["training_job"]["ml.g5.2xlarge"]
+    assert run["cost"] == pytest.approx(on_demand * expected["billable_s"] / 3600)
     assert "SageMaker billable time" in report.stdout and "Spot saved 7" in report.stdout
     assert "provisioning instances (SageMaker Starting)" in report.stdout
     for status, *_ in expected["phases"]:
@@ -147,7 +150,9 @@ def test_report_of_a_followed_job_shows_sagemaker_phases_and_prices_billable_tim
 def test_records_of_jobs_not_followed_are_brought_up_to_date_afterwards(aws, monkeypatch, tmp_path, capsys):
     submit = tmp_path / "submit"
     submit.mkdir()
-    assert run_train(sagemaker_args("device=cpu", "task.num_envs=16", "algo.max_iterations=2"), monkeypatch, submit) == 0
+    assert (
+        run_train(sagemaker_args("device=cpu", "task.num_envs=16", "algo.max_iterations=2"), monkeypatch, submit) == 0
+    )
     (record_path,) = submit.glob("outputs/multirun/*/0/sagemaker_job.json")
     assert "sagemaker" not in json.loads(record_path.read_text())
     assert not (record_path.parent / "ledger.jsonl").exists()
@@ -161,8 +166,6 @@ def test_records_of_jobs_not_followed_are_brought_up_to_date_afterwards(aws, mon
     assert sagemaker.main(["records", str(submit / "outputs/multirun")]) == 0
     assert f"{request['TrainingJobName']} Completed" in capsys.readouterr().out
     assert json.loads(record_path.read_text())["sagemaker"]["billable_time_s"] == expected["billable_s"]
-    from core import accounting
-
     account = accounting.account(record_path.parent)
     assert account.billable_s == expected["billable_s"] and account.iterations_completed == 2
     assert account.first_iteration_parts[1][0] == "provisioning instances (SageMaker Starting)"
