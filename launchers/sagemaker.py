@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from core.accounting import SAGEMAKER_RECORD
+from core.ledger import LEDGER
+from core.rundir import MANIFEST, METRICS, METRICS_REDONE, write_json_atomic
 from hydra_plugins.sagemaker_launcher.config import SageMakerSettings
 from launchers.sagemaker_entry import RUN_DIR_NAME
 from launchers.sagemaker_source import SourcePackage, SourcePackageError, package_source
@@ -54,14 +56,7 @@ SDK_NAME_SUFFIX = len("-YYYYmmddHHMMSS")
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
-RUN_RECORDS = (
-    "ledger.jsonl",
-    "metrics.jsonl",
-    "metrics.redone.jsonl",
-    "manifest.json",
-    "summary.json",
-    "overrides.yaml",
-)
+RUN_RECORDS = (LEDGER, METRICS, METRICS_REDONE, MANIFEST, "summary.json", "overrides.yaml")
 """Files of the run directory copied next to the submission record once a followed job has ended: what the report
 reads. The composed config stays the submit host's own (it names the launcher and the instances)."""
 
@@ -216,11 +211,10 @@ def check_settings(settings: SageMakerSettings) -> None:
             f"launcher.kernel_cache_s3_uri must be an s3:// URI or a prefix relative to launcher.output_path, "
             f"got {cache!r}: a Training Job reads its kernel cache from S3"
         )
-    for uri_field in (
-        "output_path",
-        "checkpoint_s3_uri",
-        *(("kernel_cache_s3_uri",) if cache and "://" in cache else ()),
-    ):
+    uri_fields = ["output_path", "checkpoint_s3_uri"]
+    if cache and cache.startswith("s3://"):
+        uri_fields.append("kernel_cache_s3_uri")
+    for uri_field in uri_fields:
         value = getattr(settings, uri_field)
         if value is not None:
             try:
@@ -563,17 +557,8 @@ def write_record(job: SubmittedJob, region: str, source_s3_uri: str) -> None:
         "overrides": job.container_overrides,
         "tags": job.tags,
     }
-    _write_json(job.planned.record_dir / SAGEMAKER_RECORD, record)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write a record whole: a temporary file renamed into place."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(partial, path)
+    job.planned.record_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(job.planned.record_dir / SAGEMAKER_RECORD, record)
 
 
 def _seconds(value: Any) -> float | None:
@@ -621,7 +606,7 @@ def record_timeline(record_dir: Path, job_name: str | None, described: dict[str,
     except (OSError, ValueError):
         record = {"training_job_name": job_name}
     record["sagemaker"] = sagemaker_timeline(described)
-    _write_json(path, record)
+    write_json_atomic(path, record)
 
 
 def collect_run_records(s3_client, checkpoint_s3_uri: str, record_dir: Path) -> list[str]:
