@@ -234,3 +234,23 @@ def test_only_the_first_instance_writes_back(tmp_path, write_back):
     module(shared.folder, "wp_start_up_1111111")
     shared.finish(stopped=False, write_back=write_back)
     assert (tmp_path / "store").exists() is write_back
+
+
+def test_fetching_imports_neither_torch_nor_warp(tmp_path):
+    """The entry fetches before any training process starts; it must stay a light process."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    module(store / cache_key(package_versions(), "cpu"), "wp_start_up_1111111")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from launchers.kernel_cache import SharedKernels\n"
+        f"shared = SharedKernels({str(store)!r}, Path({str(tmp_path / 'warp')!r}), ['device=cpu'], lambda *a, **k: None)\n"
+        "assert shared.fetch().moved == 1\n"
+        "print(sorted(name for name in ('torch', 'warp', 'omegaconf') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
