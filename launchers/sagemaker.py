@@ -387,7 +387,12 @@ def plan_jobs(
         stem = job_stem(base, token, job.job_num)
         run_prefix = f"{output_path}/{stem}"
         checkpoint = (settings.checkpoint_s3_uri or f"{run_prefix}/checkpoints").rstrip("/")
-        environment = {"PYTHONUNBUFFERED": "1", ledger.SUBMITTED_AT_ENV: str(submitted_at), **settings.environment}
+        environment = {"PYTHONUNBUFFERED": "1", ledger.SUBMITTED_AT_ENV: str(submitted_at)}
+        if region != "<region>":
+            # SageMaker does not tell the container its region; the kernel cache's S3 client (and any other AWS
+            # client in the job) then uses the job's regional endpoints, which a VPC's S3 endpoint serves.
+            environment["AWS_DEFAULT_REGION"] = region
+        environment.update(settings.environment)
         environment.update(secret_values(settings.secret_env, environ))
         tags = {"task": sanitize_name(job.task_name), "launch": token, **settings.tags}
         jobs.append(

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sagemaker_emulator import BUCKET, command_of, play_job, run_train, sagemaker_args
+from sagemaker_emulator import BUCKET, REGION, command_of, play_job, run_train, sagemaker_args
 
 from launchers.kernel_cache import cache_key, complete_entries, entry_of, local_files, package_versions, warp_version
 
@@ -44,6 +44,7 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     first, second = aws.created_jobs
     for request in (first, second):
         assert f"--kernel-cache s3://{BUCKET}/robot-rl/kernel-cache --" in " ".join(command_of(aws, request))
+        assert request["Environment"]["AWS_DEFAULT_REGION"] == REGION  # the container's S3 client's region
     shared_prefix = f"robot-rl/kernel-cache/{cache_key(package_versions(), 'cpu')}/"
     assert aws.keys(shared_prefix) == []
 
