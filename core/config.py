@@ -144,6 +144,10 @@ class KernelsConfig:
     """Also generate and compile each kernel's adjoint (gradient) code. Training never differentiates through the
     simulator (PPO's gradients are PyTorch's), so it is off, which shortens every kernel build; Warp fixes the
     setting when a kernel module is imported, so it applies from the process's first simulator import."""
+    cubin: bool = True
+    """Compile GPU kernels to machine code for the GPU at hand (cubin). Off, Warp keeps PTX where the driver allows,
+    which the CUDA driver compiles again in every process whose own driver cache (``~/.nv``) lacks it: a new
+    container or Training Job then recompiles for tens of seconds although Warp's kernel cache is full."""
     modules: list[str] = field(default_factory=list)
     """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
     a run loads; names that do not import are skipped."""

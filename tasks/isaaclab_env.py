@@ -208,7 +208,7 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     """Launch the (kit-less) simulation and build the wrapped environment."""
     info: dict[str, Any] = {"kind": "isaaclab"}
-    set_backward(bool(task.kernels.backward))
+    configure_warp(task.kernels)
     set_torchscript(bool(task.torchscript))
     with contextlib.ExitStack() as stack:
         precompiler = _start_precompile(task, device)
@@ -230,11 +230,13 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     return EnvHandle(env=wrapped, close=close, info=info)
 
 
-def set_backward(enabled: bool) -> None:
-    """Whether Warp generates adjoint kernels for the modules imported from now on (``task.kernels.backward``)."""
+def configure_warp(kernels: DictConfig) -> None:
+    """How Warp builds the modules imported from now on: adjoint kernels or not (``task.kernels.backward``), GPU
+    machine code or PTX (``task.kernels.cubin``)."""
     import warp as wp
 
-    wp.config.enable_backward = enabled
+    wp.config.enable_backward = bool(kernels.backward)
+    wp.config.cuda_output = "cubin" if kernels.cubin else None
 
 
 def set_torchscript(enabled: bool) -> None:

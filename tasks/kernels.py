@@ -64,16 +64,18 @@ def _import_warp_module(name: str):
     return module if module.kernels else None
 
 
-def build_one(name: str, device: str, cache_dir: str | None = None, backward: bool | None = None) -> dict[str, Any]:
+def build_one(
+    name: str, device: str, cache_dir: str | None = None, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Import the Python module ``name`` and build its Warp kernels for ``device`` into the kernel cache, without
     loading them; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``.
 
-    ``backward`` is the training process's ``warp.config.enable_backward``: a module built with another setting
-    is another build, which the simulator would not use."""
+    ``options`` are the training process's ``warp.config`` settings that decide a build (``enable_backward``,
+    ``cuda_output``): a module built with others is another build, which the simulator would not use."""
     import warp as wp
 
-    if backward is not None:
-        wp.config.enable_backward = backward
+    for key, value in (options or {}).items():
+        setattr(wp.config, key, value)
     wp.init()
     if cache_dir:  # the training process's folder, as it resolved it
         wp.config.kernel_cache_dir = cache_dir
@@ -87,11 +89,19 @@ def build_one(name: str, device: str, cache_dir: str | None = None, backward: bo
             wp.force_load(device=target, modules=[module], block_dim=block_dim, max_workers=0)
         else:
             # Compiles for the device's architecture into the cache, without creating a CUDA context here.
-            wp.compile_aot_module(module, device=target)
+            output = wp.config.cuda_output
+            wp.compile_aot_module(module, device=target, use_ptx=None if output is None else output == "ptx")
     except Exception as error:  # noqa: BLE001 - any build failure is reported; the module builds again when used
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         return {"name": name, "error": message}
     return {"name": name, "hash": module.get_module_hash(block_dim).hex()}
+
+
+def build_options() -> dict[str, Any]:
+    """The ``warp.config`` settings of this process that decide how a module is built."""
+    import warp as wp
+
+    return {"enable_backward": bool(wp.config.enable_backward), "cuda_output": wp.config.cuda_output}
 
 
 class Precompiler:
@@ -133,8 +143,8 @@ class Precompiler:
             # Spawned, not forked: the training process already holds CUDA and threads.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             cache_dir = wp.config.kernel_cache_dir
-            backward = bool(wp.config.enable_backward)
-            self._futures = [self._pool.submit(build_one, name, device, cache_dir, backward) for name in todo]
+            options = build_options()
+            self._futures = [self._pool.submit(build_one, name, device, cache_dir, options) for name in todo]
 
     def result(self) -> Precompiled:
         """Wait for every worker, then shut them down."""
