@@ -152,7 +152,8 @@ def effective_warp_cache_dir(overrides: Sequence[str], environ: Mapping[str, str
 
 
 def process_environments(layout: Mapping[str, int | str], environ: Mapping[str, str]) -> list[dict[str, str]]:
-    """The torch.distributed variables of each process this instance starts, as torchrun sets them.
+    """The torch.distributed variables of each process this instance starts, as torchrun sets them (and, in a
+    warm pool, ``RLFORGE_CACHE`` in the pool's kept folder).
 
     A static world: global rank `node_rank * nproc_per_node + local_rank`. With one instance the rendezvous
     is this machine; with several it is SageMaker's first host.
@@ -171,6 +172,10 @@ def process_environments(layout: Mapping[str, int | str], environ: Mapping[str, 
         # NCCL then aborts a collective whose peer failed instead of waiting in it.
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": environ.get("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1"),
     }
+    warm_pool = environ.get(WARM_POOL_CACHE_ENV)
+    if warm_pool and "RLFORGE_CACHE" not in environ:
+        # Converted robots and generated terrains, like the kernels, wait in the warm pool for its next job.
+        shared["RLFORGE_CACHE"] = str(Path(warm_pool) / "rlforge")
     if local_size > 1 and "OMP_NUM_THREADS" not in environ:
         # Several processes with a thread per core each would oversubscribe the instance's cores.
         shared["OMP_NUM_THREADS"] = "1"

@@ -244,8 +244,13 @@ def test_the_kernel_cache_stays_out_of_the_synced_checkpoint_folder(tmp_path):
     assert command[2:] == ["task=toy", f"hydra.run.dir={checkpoints / 'run'}", "warp_cache_dir=/root/.cache/warp"]
     warm = {"HOME": "/root", "SAGEMAKER_MANAGED_WARMPOOL_CACHE_DIRECTORY": "/opt/ml/sagemaker/warmpoolcache"}
     assert warp_cache_dir(warm) == Path("/opt/ml/sagemaker/warmpoolcache/warp")
-    command, _ = training_command(["task=toy", "warp_cache_dir=/fsx/warp"], checkpoints, layout, "python3", warm)
+    command, environments = training_command(
+        ["task=toy", "warp_cache_dir=/fsx/warp"], checkpoints, layout, "python3", warm
+    )
     assert [arg for arg in command if arg.startswith("warp_cache_dir=")] == ["warp_cache_dir=/fsx/warp"]
+    # Converted robots and generated terrains stay in the pool too; outside a pool the home's cache is used.
+    assert environments[0]["RLFORGE_CACHE"] == "/opt/ml/sagemaker/warmpoolcache/rlforge"
+    assert "RLFORGE_CACHE" not in training_command(["task=toy"], checkpoints, layout, "python3", {"HOME": "/r"})[1][0]
 
 
 def test_the_shared_kernels_go_where_the_training_processes_look(tmp_path):
