@@ -260,7 +260,9 @@ def events_named(events: list[dict], name: str) -> list[dict]:
 
 def test_job_preempted_by_a_higher_priority_job_comes_back_at_the_iteration_it_stopped(slurm_cluster, tmp_path):
     """PreemptMode=REQUEUE with a GraceTime: Slurm sends SIGTERM, not SIGUSR2, and would kill the job later."""
-    result = train(slurm_cluster, tmp_path, "algo.max_iterations=120", "algo.save_interval=1000")
+    # Iterations of about 50 ms: the run lasts well beyond the few seconds the preemption takes to arrive.
+    longer = ["task.num_envs=1024", "algo.num_steps_per_env=32", "algo.max_iterations=300", "algo.save_interval=1000"]
+    result = train(slurm_cluster, tmp_path, *longer)
     assert result.returncode == 0, result.stderr
     (run,) = submitted(tmp_path)
     run_dir = run["run_dir"]
@@ -281,7 +283,7 @@ def test_job_preempted_by_a_higher_priority_job_comes_back_at_the_iteration_it_s
     assert "SIGTERM" in signalled["reason"] and "SIGTERM" in stopped["reason"]
     assert preempted["signal"] == "SIGTERM" and preempted["preempt_time"] not in (None, "None")
     k = stopped["iteration"]
-    assert 3 <= k < 120
+    assert 3 <= k < 300
     assert {"event": "checkpoint", "iteration": k} in [
         {"event": e["event"], "iteration": e.get("iteration")} for e in events
     ]
@@ -289,8 +291,8 @@ def test_job_preempted_by_a_higher_priority_job_comes_back_at_the_iteration_it_s
     assert requeued["by"] == "run" and "preempted" in requeued["why"]
     (resumed,) = events_named(events, "resume")
     assert resumed["iteration"] == k and resumed["checkpoint"] == f"model_{k}.pt"
-    assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 120
-    assert summary_iterations(run_dir) == 120
+    assert events[-1]["event"] == "end" and events[-1]["how"] == "completed" and events[-1]["iteration"] == 300
+    assert summary_iterations(run_dir) == 300
 
 
 def test_cancelled_job_stops_with_a_checkpoint_and_is_not_requeued(slurm_cluster, tmp_path):
