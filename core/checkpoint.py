@@ -7,8 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _NAME = re.compile(r"^model_(\d+)\.pt$")
 
 
@@ -38,6 +36,8 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import torch  # here, not at import: launchers find checkpoints with this module without loading torch
+
     try:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
@@ -72,6 +72,8 @@ def remove_partial_writes(checkpoint_dir: Path) -> list[str]:
 
 def load_latest(checkpoint_dir: Path, map_location: str = "cpu") -> tuple[dict[str, Any], Path, list[str]] | None:
     """The newest checkpoint that loads, its path, and a warning for each newer one that did not."""
+    import torch
+
     warnings: list[str] = []
     for iteration, path in list_checkpoints(checkpoint_dir):
         try:

@@ -72,23 +72,16 @@ def end_startup() -> None:
 
     Raises :class:`Interrupted` if a stop was requested before, so none is lost between the two phases."""
     global _starting_at
-    iteration, _starting_at = _starting_at, None
-    if _stop_reason is not None:
-        raise Interrupted(_stop_reason, iteration or 0)
+    stop_now_if_starting()
+    _starting_at = None
 
 
 def stop_now_if_starting() -> None:
-    """Raise :class:`Interrupted` when a stop is pending and the run is still starting up."""
-    if _stop_reason is not None and _starting_at is not None:
-        iteration = _starting_at
-        end_startup_quietly()
-        raise Interrupted(_stop_reason, iteration)
-
-
-def end_startup_quietly() -> None:
-    """Leave the start-up phase without checking for a pending stop (the run is already ending)."""
+    """Raise :class:`Interrupted` when a stop is pending and the run is still starting up (which it then leaves)."""
     global _starting_at
-    _starting_at = None
+    if _stop_reason is not None and _starting_at is not None:
+        iteration, _starting_at = _starting_at, None
+        raise Interrupted(_stop_reason, iteration)
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:

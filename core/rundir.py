@@ -171,8 +171,21 @@ def build_manifest(*, seed: int, device: str, launcher: str, overrides: list[str
     }
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that a reader sees either the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text so that a reader sees either the old file or the whole new one."""
+    write_bytes_atomic(path, text.encode())
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON so that a reader sees either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str))

@@ -23,6 +23,7 @@ from core.rundir import (
     build_manifest,
     source_state,
     write_json_atomic,
+    write_text_atomic,
 )
 
 SUMMARY = "summary.json"
@@ -103,8 +104,9 @@ def _fence_metrics(run_dir: Path, iteration: int) -> int:
     path = run_dir / METRICS
     if not path.is_file():
         return 0
+    lines = path.read_text().splitlines()
     kept, moved = [], []
-    for line in path.read_text().splitlines():
+    for line in lines:
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -115,9 +117,8 @@ def _fence_metrics(run_dir: Path, iteration: int) -> int:
             redone.write("".join(moved))
             redone.flush()
             os.fsync(redone.fileno())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(kept))
     return len(moved)
 
 
@@ -190,28 +191,25 @@ def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming
 
     loaded = checkpoint.load_latest(run_dir / CHECKPOINT_DIR, map_location=device)
     if loaded is None:
-        if resuming:
-            trainer.fence_from = 0
+        if not resuming:
+            return 0
+        iteration, name = 0, None
+    else:
+        state, path, warnings = loaded
+        for warning in warnings:
+            print(f"[rlforge] {warning}")
             if is_main:
-                dropped = _fence_metrics(run_dir, 0)
-                ledger.record("resume", iteration=0, checkpoint=None, metrics_redone=dropped)
-        return 0
-    state, path, warnings = loaded
-    for warning in warnings:
-        print(f"[rlforge] {warning}")
-        if is_main:
-            ledger.record("checkpoint_unreadable", message=warning)
-    trainer.restore(state)
-    print(f"[rlforge] resuming {run_dir} from {path.name} at iteration {trainer.iterations_done}")
-    trainer.fence_from = trainer.iterations_done
+                ledger.record("checkpoint_unreadable", message=warning)
+        trainer.restore(state)
+        iteration, name = trainer.iterations_done, path.name
+        print(f"[rlforge] resuming {run_dir} from {name} at iteration {iteration}")
+    trainer.fence_from = iteration
     if is_main:
-        dropped = _fence_metrics(run_dir, trainer.iterations_done)
-        if dropped:
-            print(
-                f"[rlforge] dropped {dropped} metrics line(s) past iteration {trainer.iterations_done}: they are redone"
-            )
-        ledger.record("resume", iteration=trainer.iterations_done, checkpoint=path.name, metrics_redone=dropped)
-    return trainer.iterations_done
+        moved = _fence_metrics(run_dir, iteration)
+        if moved:
+            print(f"[rlforge] {moved} iteration(s) past {iteration} are done again (moved to {METRICS_REDONE})")
+        ledger.record("resume", iteration=iteration, checkpoint=name, metrics_redone=moved)
+    return iteration
 
 
 def _finish(cfg: DictConfig, trainer, run_dir: Path, device: str) -> float:

@@ -28,7 +28,7 @@ from typing import Any
 
 from core.accounting import SAGEMAKER_RECORD
 from core.ledger import LEDGER
-from core.rundir import MANIFEST, METRICS, METRICS_REDONE, write_json_atomic
+from core.rundir import MANIFEST, METRICS, METRICS_REDONE, write_bytes_atomic, write_json_atomic
 from hydra_plugins.sagemaker_launcher.config import SageMakerSettings
 from launchers.sagemaker_entry import RUN_DIR_NAME
 from launchers.sagemaker_source import SourcePackage, SourcePackageError, package_source
@@ -627,9 +627,7 @@ def collect_run_records(s3_client, checkpoint_s3_uri: str, record_dir: Path) -> 
             data = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except botocore.exceptions.ClientError:
             continue
-        partial = record_dir / f".{name}.tmp"
-        partial.write_bytes(data)
-        os.replace(partial, record_dir / name)
+        write_bytes_atomic(record_dir / name, data)
         copied.append(name)
     return copied
 

@@ -93,18 +93,13 @@ MODEL_ARTIFACTS = (
 )
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint of the run (core.checkpoint's rule), or None."""
+def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """The newest checkpoint of the run (core.checkpoint's rule) with its iteration, or None."""
     from core.checkpoint import list_checkpoints
     from core.rundir import CHECKPOINT_DIR
 
     found = list_checkpoints(run_dir / CHECKPOINT_DIR)
-    return found[0][1] if found else None
-
-
-def checkpoint_iteration(path: Path) -> int:
-    """The completed iterations a checkpoint file holds, from its name `model_<N>.pt`."""
-    return int(path.stem.removeprefix("model_"))
+    return found[0] if found else None
 
 
 def distributed_layout(environ: Mapping[str, str], processes_per_instance: int | None) -> dict[str, int | str]:
@@ -451,8 +446,9 @@ def export_model(run_dir: Path, model_dir: Path) -> list[str]:
     """Copy the latest checkpoint (as policy.pt too) and the run's summary files into `model_dir`."""
     model_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is not None:
+    newest = latest_checkpoint(run_dir)
+    if newest is not None:
+        checkpoint = newest[1]
         shutil.copy2(checkpoint, model_dir / checkpoint.name)
         shutil.copy2(checkpoint, model_dir / "policy.pt")
         copied += [checkpoint.name, "policy.pt"]
@@ -532,7 +528,7 @@ def report(
         resume_from = -1
         if first_node:
             newest = latest_checkpoint(run_dir)
-            resume_from = checkpoint_iteration(newest) if newest is not None else None
+            resume_from = newest[0] if newest is not None else None
         reason = interrupted_reason(
             signal.Signals(outcome.stop_signal).name,
             ends[-1] if ends else None,

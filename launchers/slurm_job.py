@@ -93,13 +93,12 @@ def global_rank() -> int:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest `checkpoints/model_<iteration>.pt` of a run directory, or None."""
-    checkpoints = []
-    for path in Path(run_dir).glob("checkpoints/model_*.pt"):
-        suffix = path.stem.removeprefix("model_")
-        if suffix.isdigit():
-            checkpoints.append((int(suffix), path))
-    return max(checkpoints)[1] if checkpoints else None
+    """The newest checkpoint of a run directory (core.checkpoint's rule), or None."""
+    from core.checkpoint import list_checkpoints
+    from core.rundir import CHECKPOINT_DIR
+
+    found = list_checkpoints(Path(run_dir) / CHECKPOINT_DIR)
+    return found[0][1] if found else None
 
 
 def with_resume(overrides: list[str], run_dir: Path) -> list[str]:

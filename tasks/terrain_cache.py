@@ -13,21 +13,25 @@ terrain continues exactly as one that generated it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from isaaclab.terrains.terrain_generator import TerrainGenerator
 
+from core.rundir import write_bytes_atomic
+
 FORMAT = 1
 """Bumped when the saved layout changes."""
 
 
 def cache_dir() -> Path:
-    """``$RLFORGE_CACHE/terrains``, or ``~/.cache/rlforge/terrains``."""
-    return Path(os.environ.get("RLFORGE_CACHE", Path.home() / ".cache" / "rlforge")) / "terrains"
+    """``$RLFORGE_CACHE/terrains``, or ``~/.cache/rlforge/terrains``: beside the converted robots."""
+    from tasks.robots.usd_writer import cache_root
+
+    return cache_root().parent / "terrains"
 
 
 def _effective_seed(cfg) -> int:
@@ -116,11 +120,10 @@ class CachedTerrainGenerator(TerrainGenerator):
             arrays["vertex_colors"] = np.asarray(self.terrain_mesh.visual.vertex_colors)
         for name, patches in self.flat_patches.items():
             arrays[f"patch/{name}"] = patches.detach().cpu().numpy()
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
+            write_bytes_atomic(path, buffer.getvalue())
         except OSError as error:  # a read-only or full cache folder costs the next run the generation, nothing else
             print(f"[rlforge] terrain not cached ({error})")
