@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from core.setup import register
+from runner.setup import register
 
 register()
 
@@ -11,13 +11,13 @@ register()
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Compose the config, then hand it to the one training entry point."""
-    from core.train import run
+    from runner.train import run
 
     return run(cfg)
 
 
 if __name__ == "__main__":
-    from core.errors import explain_failed_composition
+    from runner.errors import explain_failed_composition
 
     with explain_failed_composition():
         main()

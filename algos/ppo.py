@@ -342,7 +342,7 @@ class PPOTrainer(OnPolicyRunner):
         nan_watch = speed.NanWatch() if self.cfg.get("check_for_nan", True) else None
         if self.speed.get("freeze_gc"):
             gc.freeze()  # what exists now lives as long as the run: keep it out of the collector's scans
-            gc.enable()  # held since the run began (core.train.run)
+            gc.enable()  # held since the run began (runner.train.run)
         try:
             for it in range(start_it, until):
                 start = time.perf_counter()

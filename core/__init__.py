@@ -1,1 +1,1 @@
-"""The training path shared by every launcher: config schemas, run directories, checkpoints and the run itself."""
+"""What every launcher and layer shares: config schemas, run directories, checkpoints, the ledger and signals."""

@@ -19,7 +19,7 @@ so concurrent writers of a sweep only write a file twice. Only files not already
 ever deleted or overwritten.
 
     python -m launchers.kernel_cache key -- device=cpu                 # the key this machine would use
-    python -m launchers.kernel_cache bake --to s3://bucket/robot-rl/kernel-cache -- task=h1_rough
+    python -m launchers.kernel_cache bake --to s3://bucket/rlforge/kernel-cache -- task=h1_rough
 """
 
 from __future__ import annotations

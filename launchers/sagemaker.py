@@ -379,7 +379,7 @@ def plan_jobs(
 
     token = launch_token or secrets.token_hex(3)
     submitted_at = time.time()
-    output_path = (output_path or "s3://sagemaker-<region>-<account>/robot-rl").rstrip("/")
+    output_path = (output_path or "s3://sagemaker-<region>-<account>/rlforge").rstrip("/")
     jobs = []
     for job in planned:
         settings = job.settings

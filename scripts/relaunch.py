@@ -52,7 +52,7 @@ def compose(overrides: list[str]) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from core.setup import register
+    from runner.setup import register
 
     register()
     GlobalHydra.instance().clear()

@@ -20,7 +20,7 @@ from rlforge_testing import CONF  # noqa: E402
 @pytest.fixture
 def compose_cfg() -> Iterator:
     """compose(overrides) -> the composed train config, with Hydra's global state cleared after."""
-    from core.setup import register
+    from runner.setup import register
 
     register()
 

@@ -113,7 +113,7 @@ def test_composition_does_not_import_isaaclab():
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "from hydra import compose, initialize_config_dir\n"
-        "from core.setup import register; register()\n"
+        "from runner.setup import register; register()\n"
         f"with initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'):\n"
         "    cfg = compose(config_name='train', overrides=['launcher=hyperpod'])\n"
         "heavy = [m for m in ('isaaclab', 'torch', 'warp', 'submitit', 'boto3', 'sagemaker') if m in sys.modules]\n"
@@ -159,7 +159,7 @@ def test_unknown_task_kind_names_registered_ones():
 
 
 def test_hint_handles_unknown_task_gracefully():
-    from core.errors import hint_for
+    from runner.errors import hint_for
 
     assert hint_for(["task=does_not_exist", "task.rewards.x.weight=1"]) is None
     assert "valid" in (hint_for(["task=toy", "task.rewards.trak.weight=1"]) or "").lower()

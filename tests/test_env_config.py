@@ -14,8 +14,8 @@ def h1_env_cfg(tmp_path_factory):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from core.setup import register
     from rlforge_testing import CONF
+    from runner.setup import register
 
     os.environ.setdefault("RLFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
     register()

@@ -249,7 +249,7 @@ def test_checkpoint_write_killed_midway_leaves_the_previous_one_and_the_next_run
 
 def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_starts(compose_cfg, tmp_path):
     from core import lifecycle
-    from core.train import run
+    from runner.train import run
 
     cfg = compose_cfg(["task=toy", f"output_root={tmp_path / 'outputs'}", "summary=false"])
     lifecycle.request_stop("SIGUSR2")  # as a launcher's handler records it before calling run()

@@ -192,7 +192,7 @@ def test_collector_is_on_again_after_a_run_that_fails_before_training(compose_cf
     import gc
 
     import tasks
-    from core import train
+    from runner import train
 
     def no_simulator(*args, **kwargs):
         raise RuntimeError("no simulator")

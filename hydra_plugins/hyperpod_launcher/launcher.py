@@ -75,7 +75,7 @@ class HyperPodLauncher(SlurmLauncher):
 
         # The training code (torch included) is imported while submitit's handlers still hold the signals: the
         # run forgets stop requests made before it starts, and submitit requeues on SIGUSR2 by itself.
-        import core.train  # noqa: F401
+        import runner.train  # noqa: F401
 
         with slurm_job.StopSignals() as signals:
             result = run_job(

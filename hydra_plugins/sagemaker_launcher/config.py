@@ -61,7 +61,7 @@ class SageMakerSettings(LauncherConfig):
     base_job_name: str | None = None
     """Leading part of the job names; null is <project_name>-<task name>."""
 
-    project_name: str = "robot-rl"
+    project_name: str = "rlforge"
     """Project name used in default job names and S3 prefixes."""
 
     tags: dict[str, str] = field(default_factory=dict)

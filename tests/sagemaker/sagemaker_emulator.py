@@ -23,7 +23,7 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 BUCKET = "launcher-tests"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/SageMakerTraining"
-IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/robot-rl:test"
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/rlforge:test"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -89,7 +89,7 @@ def sagemaker_args(*extra: str, task: str = "toy") -> list[str]:
         f"task={task}",
         f"launcher.role={ROLE}",
         f"launcher.image_uri={IMAGE}",
-        f"launcher.output_path=s3://{BUCKET}/robot-rl",
+        f"launcher.output_path=s3://{BUCKET}/rlforge",
         "launcher.poll_interval_s=0.01",
         *extra,
     ]

@@ -41,7 +41,7 @@ def test_job_trains_in_the_container_layout_and_a_second_job_resumes(aws, monkey
     assert summary["iterations"] == 2
     overrides = (root / "model/overrides.yaml").read_text()
     assert "algo.max_iterations=2" in overrides and "launcher" not in overrides
-    assert any(key.startswith("robot-rl/") and key.endswith("run/checkpoints/model_2.pt") for key in aws.keys())
+    assert any(key.startswith("rlforge/") and key.endswith("run/checkpoints/model_2.pt") for key in aws.keys())
 
     # Reusing that checkpoint URI without resume is refused before anything is uploaded ...
     keys_before = set(aws.keys())

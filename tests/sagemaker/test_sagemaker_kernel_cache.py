@@ -43,9 +43,9 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     assert run_train(sagemaker_args(*H1_FLAT, "seed=1,2", task="h1_flat"), monkeypatch, submit) == 0
     first, second = aws.created_jobs
     for request in (first, second):
-        assert f"--kernel-cache s3://{BUCKET}/robot-rl/kernel-cache --" in " ".join(command_of(aws, request))
+        assert f"--kernel-cache s3://{BUCKET}/rlforge/kernel-cache --" in " ".join(command_of(aws, request))
         assert request["Environment"]["AWS_DEFAULT_REGION"] == REGION  # the container's S3 client's region
-    shared_prefix = f"robot-rl/kernel-cache/{cache_key(package_versions(), 'cpu')}/"
+    shared_prefix = f"rlforge/kernel-cache/{cache_key(package_versions(), 'cpu')}/"
     assert aws.keys(shared_prefix) == []
 
     # The first job finds nothing, compiles, and writes its kernels back after its first iteration.
@@ -74,7 +74,7 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     assert complete_entries(local_files(tmp_path / "job2/.cache/warp" / warp_version())) == shared
     assert [e["moved"] for e in events if e["event"] == "kernel_cache_upload"] == [0, 0]
     # The kernels never travel with the checkpoint folder SageMaker syncs.
-    assert not [key for key in aws.keys("robot-rl/") if "/checkpoints/" in key and "/wp_" in key]
+    assert not [key for key in aws.keys("rlforge/") if "/checkpoints/" in key and "/wp_" in key]
 
     print(
         f"\ncontainer start to first iteration: first job {first_figures[0]:.1f} s ({first_figures[1]} modules "

@@ -48,7 +48,7 @@ def test_single_run_creates_one_job_with_its_settings(aws, monkeypatch, tmp_path
     request = aws.created_jobs[0]
     name = request["TrainingJobName"]
     assert JOB_NAME.match(name) and len(name) <= JOB_NAME_LIMIT
-    assert name.startswith("robot-rl-toy-")
+    assert name.startswith("rlforge-toy-")
     assert request["RoleArn"] == ROLE
     assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert request["ResourceConfig"] == {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 2, "VolumeSizeInGB": 200}
@@ -57,10 +57,10 @@ def test_single_run_creates_one_job_with_its_settings(aws, monkeypatch, tmp_path
     assert request["VpcConfig"] == {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]}
     stem = name.rsplit("-", 1)[0]
     assert request["CheckpointConfig"] == {
-        "S3Uri": f"s3://{BUCKET}/robot-rl/{stem}/checkpoints",
+        "S3Uri": f"s3://{BUCKET}/rlforge/{stem}/checkpoints",
         "LocalPath": "/opt/ml/checkpoints",
     }
-    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/robot-rl/{stem}/output"
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/rlforge/{stem}/output"
     assert request["Environment"]["WANDB_API_KEY"] == "secret-value-from-submitter"
     assert request["Environment"]["NCCL_DEBUG"] == "INFO"
     tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}
@@ -78,7 +78,7 @@ def test_single_run_creates_one_job_with_its_settings(aws, monkeypatch, tmp_path
     source_key = code["DataSource"]["S3DataSource"]["S3Uri"].split(f"s3://{BUCKET}/", 1)[1]
     with tarfile.open(fileobj=io.BytesIO(aws.read(source_key))) as archive:
         names = set(archive.getnames())
-    assert {"train.py", "launchers/sagemaker_entry.py", "conf/train.yaml", "core/train.py"} <= names
+    assert {"train.py", "launchers/sagemaker_entry.py", "conf/train.yaml", "runner/train.py"} <= names
     assert not any(n.startswith((".venv/", "outputs/", ".git/")) or "__pycache__" in n for n in names)
 
     # Submission prints where to look, and the secret is in no file the launcher wrote.
@@ -110,7 +110,7 @@ def test_sweep_creates_one_job_per_point_with_distinct_names_and_checkpoints(aws
         for c in r["InputDataConfig"]
         if c["ChannelName"] == "code"
     }
-    assert len(sources) == 1 and len(aws.keys("robot-rl/source/")) == 1
+    assert len(sources) == 1 and len(aws.keys("rlforge/source/")) == 1
     listed = aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
     assert sorted(j["TrainingJobName"] for j in listed) == sorted(names)
 
@@ -122,7 +122,7 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, monkeypatch, tmp_path
     assert output.out.count("dry run, nothing sent") + output.err.count("dry run, nothing sent") == 2
     assert (
         "command:     exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints "
-        f"--kernel-cache s3://{BUCKET}/robot-rl/kernel-cache -- task=toy seed=1" in (output.out + output.err)
+        f"--kernel-cache s3://{BUCKET}/rlforge/kernel-cache -- task=toy seed=1" in (output.out + output.err)
     )
     assert aws.created_jobs == []
     assert aws.keys() == []

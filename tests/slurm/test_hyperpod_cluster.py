@@ -390,7 +390,7 @@ def test_a_file_changed_after_submission_does_not_change_what_a_requeued_job_run
     wait_for(lambda: checkpoint_iterations(run["run_dir"]), "a first checkpoint", interval=0.05)
 
     # Edits the requeued job would fail on, were it to run the checkout: in the code and in the config.
-    with (checkout / "core" / "train.py").open("a") as code:
+    with (checkout / "runner" / "train.py").open("a") as code:
         code.write("\nraise RuntimeError('edited after submission')\n")
     with (checkout / "conf" / "train.yaml").open("a") as config:
         config.write("\nsetting_added_after_submission: 1\n")

@@ -17,7 +17,7 @@ def known_terms(task_name: str, kind: str) -> list[str]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from core.setup import register
+    from runner.setup import register
 
     register()
     GlobalHydra.instance().clear()
