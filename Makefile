@@ -10,7 +10,7 @@ setup:  ## create .venv with Python 3.12 and the locked dependencies
 	@bash scripts/setup.sh
 
 train: setup  ## a short real H1 rough-terrain training on this machine's CPU (a few minutes)
-	$(PY) train.py experiment=quick_cpu $(ARGS)
+	$(PY) train.py preset=quick_cpu $(ARGS)
 
 test: setup  ## every tier: unit, real simulator, real Slurm cluster, AWS emulator
 	$(PY) -m pytest tests $(ARGS)

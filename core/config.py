@@ -308,7 +308,8 @@ class AlgoConfig:
     algorithm: PPOAlgorithmConfig = field(default_factory=PPOAlgorithmConfig)
     """PPO settings."""
     clip_actions: float | None = None
-    """Clip actions to [-clip, clip] before the environment sees them; null leaves them as they are."""
+    """Clip actions to [-clip, clip] before the environment applies them (Isaac Lab's ``RslRlVecEnvWrapper``
+    clamps them; so does the toy task); null leaves them as they are. Play and export use the same setting."""
     init_at_random_ep_len: bool = True
     """Start episodes at random lengths so resets spread over time."""
     check_for_nan: bool = True
@@ -324,7 +325,7 @@ class LoggerConfig:
 
     kind: LoggerKind = LoggerKind.tensorboard
     """``tensorboard`` or ``wandb``."""
-    project: str = "h1rl"
+    project: str = "rlforge"
     """wandb project."""
     entity: str | None = None
     """wandb entity (team or user); null uses the account's default."""

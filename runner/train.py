@@ -299,7 +299,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
     torch.manual_seed(seed)
-    handle = build_env(cfg.task, device, seed)
+    handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.clip_actions)
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)

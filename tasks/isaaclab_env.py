@@ -205,8 +205,9 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     return env_cfg
 
 
-def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
-    """Launch the (kit-less) simulation and build the wrapped environment."""
+def build(task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> EnvHandle:
+    """Launch the (kit-less) simulation and build the wrapped environment (which clamps actions to
+    ``clip_actions`` when given)."""
     info: dict[str, Any] = {"kind": "isaaclab"}
     configure_warp(task.kernels)
     set_torchscript(bool(task.torchscript))
@@ -223,7 +224,7 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
 
         env = ManagerBasedRLEnv(cfg=env_cfg)
         stack.callback(env.close)
-        wrapped = RslRlVecEnvWrapper(env)
+        wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiled"] = _report(precompiler.result())
         close = stack.pop_all().close  # built: the caller closes it from here on

@@ -24,7 +24,7 @@ class EnvHandle:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-Builder = Callable[[DictConfig, str, int], EnvHandle]
+Builder = Callable[[DictConfig, str, int, float | None], EnvHandle]
 _BUILDERS: dict[str, str] = {}
 
 
@@ -50,9 +50,12 @@ def resolve_builder(kind: str) -> Builder:
     return getattr(importlib.import_module(module_name), func_name)
 
 
-def build_env(task: DictConfig, device: str, seed: int) -> EnvHandle:
-    """Build the environment that ``task`` describes, on ``device``, seeded with ``seed``."""
-    return resolve_builder(task.kind)(task, device, seed)
+def build_env(task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> EnvHandle:
+    """Build the environment that ``task`` describes, on ``device``, seeded with ``seed``; with ``clip_actions``,
+    the environment clamps every action to ``[-clip_actions, clip_actions]`` before applying it."""
+    if clip_actions is not None and clip_actions <= 0:
+        raise ValueError(f"algo.clip_actions must be positive (or null for no clipping), not {clip_actions}")
+    return resolve_builder(task.kind)(task, device, seed, clip_actions)
 
 
 register_kind("isaaclab", "tasks.isaaclab_env:build")

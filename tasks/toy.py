@@ -19,8 +19,9 @@ class PointMassVelocityEnv:
     (squared action norm), each scaled by its weight and the step length, as Isaac Lab's reward manager does.
     """
 
-    def __init__(self, task: DictConfig, device: str, seed: int) -> None:
+    def __init__(self, task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> None:
         self.device = torch.device(device)
+        self.clip_actions = clip_actions
         self.num_envs = int(task.num_envs)
         self.num_actions = 2
         self.dt = float(task.sim_dt) * int(task.decimation)
@@ -52,7 +53,9 @@ class PointMassVelocityEnv:
         return TensorDict({"policy": obs}, batch_size=[self.num_envs], device=self.device)
 
     def step(self, actions: torch.Tensor):
-        actions = actions.clamp(-5.0, 5.0)
+        if self.clip_actions is not None:
+            actions = actions.clamp(-self.clip_actions, self.clip_actions)
+        actions = actions.clamp(-5.0, 5.0)  # the point mass's own limit
         self.velocity = self.velocity * 0.9 + actions * self.dt * 2.0
         self.last_action = actions
         error = ((self.velocity - self.command) ** 2).sum(-1)
@@ -82,7 +85,7 @@ TOY_OVERRIDES = {"startup_delay_s": "seconds the build waits before the env exis
 """What ``task.env_overrides`` may set on the toy task."""
 
 
-def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
+def build(task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> EnvHandle:
     """Build the toy environment (after ``task.env_overrides.startup_delay_s`` seconds, default 0)."""
     overrides = dict(task.get("env_overrides") or {})
     unknown = set(overrides) - set(TOY_OVERRIDES)
@@ -93,4 +96,4 @@ def build(task: DictConfig, device: str, seed: int) -> EnvHandle:
     deadline = time.monotonic() + delay
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))  # short sleeps: a signal handler runs between them
-    return EnvHandle(env=PointMassVelocityEnv(task, device, seed), info={"kind": "toy"})
+    return EnvHandle(env=PointMassVelocityEnv(task, device, seed, clip_actions), info={"kind": "toy"})

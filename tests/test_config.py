@@ -33,9 +33,9 @@ def test_every_group_combination_composes(compose_cfg, task, algo, launcher, log
     assert all(isinstance(term.weight, float) for term in cfg.task.rewards.values())
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes(compose_cfg, experiment):
-    cfg = compose_cfg([f"experiment={experiment}"])
+@pytest.mark.parametrize("preset", options("preset"))
+def test_every_preset_composes(compose_cfg, preset):
+    cfg = compose_cfg([f"preset={preset}"])
     assert cfg.task.name in options("task")
 
 

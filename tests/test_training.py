@@ -55,6 +55,37 @@ def test_resume_named_run_directory(toy_args, tmp_path):
     assert (run_dir / "checkpoints" / "model_2.pt").is_file()
 
 
+def test_named_experiment_files_its_runs_and_resume_finds_them(toy_args, tmp_path):
+    first = run_train([*toy_args, "experiment=myname", "algo.max_iterations=1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = only_run(tmp_path / "outputs" / "myname")
+    assert not (tmp_path / "outputs" / "toy").exists()
+    second = run_train([*toy_args, "experiment=myname", "algo.max_iterations=2", "resume=true"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert only_run(tmp_path / "outputs" / "myname") == run_dir
+    assert (run_dir / "checkpoints" / "model_2.pt").is_file()
+
+
+def test_clip_actions_bounds_the_actions_the_env_applies(toy_args, tmp_path):
+    # Short episodes end within each iteration, so the toy logs its action penalty: weight x mean of |a|^2 per step.
+    weight, clip = -0.01, 0.05
+    common = [
+        *toy_args,
+        "algo.max_iterations=2",
+        "task.episode_length_s=0.3",
+        f"task.rewards.action_magnitude.weight={weight}",
+    ]
+    penalties = {}
+    for name, extra in (("clipped", [f"algo.clip_actions={clip}"]), ("free", [])):
+        result = run_train([*common, *extra, f"experiment={name}"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = (only_run(tmp_path / "outputs" / name) / "metrics.jsonl").read_text().splitlines()
+        penalties[name] = [json.loads(line)["Episode_Reward/action_magnitude"] for line in metrics]
+    bound = abs(weight) * 2 * clip**2  # two action dimensions, each within [-clip, clip]
+    assert all(abs(p) <= bound * 1.0001 for p in penalties["clipped"]), penalties
+    assert all(abs(p) > 10 * bound for p in penalties["free"]), penalties
+
+
 def test_corrupt_latest_checkpoint_falls_back(toy_args, tmp_path):
     assert run_train([*toy_args, "algo.max_iterations=2", "algo.save_interval=1"], cwd=tmp_path).returncode == 0
     run_dir = only_run(tmp_path / "outputs" / "toy")
