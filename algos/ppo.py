@@ -74,7 +74,7 @@ def build_trainer(
     from omegaconf import OmegaConf
 
     train_cfg = runner_config(
-        OmegaConf.to_container(cfg.algo, resolve=True),
+        OmegaConf.to_container(cfg.algo, resolve=True, enum_to_str=True),
         logger if logger is not None else OmegaConf.to_container(cfg.logger, resolve=True),
         seed=seed,
         device=device,

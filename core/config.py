@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -11,6 +12,29 @@ from omegaconf import MISSING
 
 
 # ---------------------------------------------------------------------------------------- choices
+class TaskKind(StrEnum):
+    """Environment builders (registered in ``tasks/registry.py``)."""
+
+    isaaclab = "isaaclab"
+    toy = "toy"
+
+
+class LearningRateSchedule(StrEnum):
+    """rsl-rl's learning-rate schedules."""
+
+    adaptive = "adaptive"
+    fixed = "fixed"
+
+
+class Optimizer(StrEnum):
+    """Optimizers rsl-rl can build (``rsl_rl.utils.resolve_optimizer``)."""
+
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+
+
 class Physics(StrEnum):
     """Physics backends a task can run on."""
 
@@ -82,7 +106,7 @@ class CommandRangesConfig:
     """Lateral velocity command range [min, max] in m/s."""
     ang_vel_z: list[float] = field(default_factory=lambda: [-1.0, 1.0])
     """Yaw-rate command range [min, max] in rad/s."""
-    heading: list[float] = field(default_factory=lambda: [-3.14159, 3.14159])
+    heading: list[float] = field(default_factory=lambda: [-math.pi, math.pi])
     """Heading command range [min, max] in rad (used when heading commands are on)."""
 
 
@@ -159,7 +183,7 @@ class TaskConfig:
 
     name: str = MISSING
     """Short task name, used for the run directory (``outputs/<name>/...``)."""
-    kind: str = "isaaclab"
+    kind: TaskKind = TaskKind.isaaclab
     """``isaaclab``: an Isaac Lab manager-based environment; ``toy``: a small pure-torch environment for quick checks."""
     isaaclab_id: str | None = None
     """Isaac Lab's registered environment id that this task starts from."""
@@ -248,7 +272,7 @@ class PPOAlgorithmConfig:
     """Minibatches per pass."""
     learning_rate: float = 1.0e-3
     """Initial learning rate."""
-    schedule: str = "adaptive"
+    schedule: LearningRateSchedule = LearningRateSchedule.adaptive
     """``adaptive`` (adjusted to hit ``desired_kl``) or ``fixed``."""
     gamma: float = 0.99
     """Discount factor."""
@@ -258,8 +282,8 @@ class PPOAlgorithmConfig:
     """Target KL divergence of the adaptive schedule."""
     max_grad_norm: float = 1.0
     """Gradient norm clip."""
-    optimizer: str = "adam"
-    """Optimizer name."""
+    optimizer: Optimizer = Optimizer.adam
+    """``adam``, ``adamw``, ``sgd`` or ``rmsprop``."""
     normalize_advantage_per_mini_batch: bool = False
     """Normalize advantages per minibatch instead of per batch."""
 
@@ -363,7 +387,7 @@ class TrainConfig:
     """Random seed of the environment and the learner (each distributed rank adds its rank)."""
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: env and learner alike."""
-    resume: Any = False
+    resume: str = "false"
     """``false``: a new run; ``true``: continue the latest run of this experiment; a run directory: continue it."""
     accept_config_change: bool = False
     """On resume, continue even though the composed config changes what the run learns (network, rewards, task,

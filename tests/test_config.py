@@ -172,3 +172,41 @@ def test_readme_quick_start_commands_exist():
     readme = (ROOT / "README.md").read_text()
     assert "make train" in readme and "make test" in readme
     assert Path(ROOT / "scripts" / "setup.sh").stat().st_mode & 0o111
+
+
+SCHEMAS = {"task": "TaskConfig", "algo": "AlgoConfig", "logger": "LoggerConfig", "reward": "RewardTermConfig"}
+
+
+def restated_defaults(node, schema, path=""):
+    """Keys of a YAML option whose value equals the schema's default there (dict-typed fields hold entries)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    found = []
+    for key in node:
+        if (
+            key == "defaults"
+            or key not in schema
+            or OmegaConf.is_missing(schema, key)
+            or OmegaConf.is_missing(node, key)
+        ):
+            continue
+        value = node[key]
+        default = schema[key]
+        if isinstance(value, DictConfig) and isinstance(default, DictConfig) and len(default):
+            found += restated_defaults(value, default, f"{path}{key}.")
+        elif value == default and not (isinstance(value, DictConfig) and not len(value)):
+            found.append(f"{path}{key}")
+    return found
+
+
+@pytest.mark.parametrize("group", sorted(SCHEMAS))
+def test_schemas_own_the_defaults_and_options_state_only_what_they_change(group):
+    # conf/README.md: a YAML option never restates a schema default, so a default has one place to change.
+    from omegaconf import OmegaConf
+
+    from core import config
+
+    schema = OmegaConf.structured(getattr(config, SCHEMAS[group]))
+    for path in sorted((CONF / group).glob("*.yaml")):
+        node = OmegaConf.load(path)
+        assert restated_defaults(node, schema) == [], f"{path.relative_to(CONF)} restates schema defaults"
