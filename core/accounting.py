@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core import ledger
-from core.rundir import METRICS, METRICS_REDONE
+from core.rundir import CONFIG, MANIFEST, METRICS, METRICS_REDONE, OVERRIDES
 
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "conf" / "prices.yaml"
 # Which price table (and so which billing model) a launcher's runs use unless told otherwise.
@@ -62,7 +62,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's resolved ``config.yaml`` as plain data (empty when missing)."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG
     if not path.is_file():
         return {}
     from omegaconf import OmegaConf
@@ -72,7 +72,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
 def read_overrides(run_dir: Path) -> list[str]:
     """The command-line overrides the run was started with."""
-    path = Path(run_dir) / "overrides.yaml"
+    path = Path(run_dir) / OVERRIDES
     if not path.is_file():
         return []
     from omegaconf import OmegaConf
@@ -248,7 +248,7 @@ def account(
     if not events:
         raise ValueError(f"{run_dir} has no {ledger.LEDGER}; is it a run directory?")
     metrics = read_metrics(run_dir)
-    manifest = _read_json(run_dir / "manifest.json")
+    manifest = _read_json(run_dir / MANIFEST)
     config = read_config(run_dir)
     prices = prices if prices is not None else load_prices()
     launcher_cfg = config.get("launcher") or {}
@@ -402,7 +402,7 @@ def _objective_key(run_dir: Path, config: dict[str, Any]) -> str | None:
         from omegaconf import OmegaConf
 
         try:
-            key = OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "objective")
+            key = OmegaConf.select(OmegaConf.load(Path(run_dir) / CONFIG), "objective")
         except Exception:  # noqa: BLE001 - an unresolvable key leaves the run without an objective
             key = None
     return key if isinstance(key, str) else None

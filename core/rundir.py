@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 CHECKPOINT_DIR = "checkpoints"
+"""Folder of the run's checkpoints (``model_<iteration>.pt``, named by ``core.checkpoint``)."""
 MANIFEST = "manifest.json"
+"""What reproduces the run: code state, packages, machine, seed, device, command line (``build_manifest``)."""
+CONFIG = "config.yaml"
+"""The composed config of the run, resolved; a resume compares against it."""
+OVERRIDES = "overrides.yaml"
+"""The command-line overrides the run was started with; a relaunch starts from them."""
+SUMMARY = "summary.json"
+"""Written when the run ends: iterations, the final checkpoint, the objective."""
+EXPORTED = "exported"
+"""Folder of the exported policy (TorchScript and ONNX)."""
 METRICS = "metrics.jsonl"
 """One JSON line per completed iteration, written by the trainer on rank 0; each iteration once."""
 METRICS_REDONE = "metrics.redone.jsonl"
@@ -49,6 +59,33 @@ SOURCE_DIRTY_ENV = "RLFORGE_SOURCE_DIRTY"
 
 class ResumeError(ValueError):
     """``resume`` names nothing that can be continued."""
+
+
+def resume_requested(resume: Any) -> bool:
+    """Whether a ``resume`` value asks to continue a run (``true`` or a run directory), not to start one."""
+    flag = _is_resume_flag(resume)
+    return flag is None or flag
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> tuple[int, Path] | None:
+    """The run's newest checkpoint with its iteration (``core.checkpoint``'s naming rule), or None."""
+    from core.checkpoint import list_checkpoints
+
+    found = list_checkpoints(Path(run_dir) / CHECKPOINT_DIR)
+    return found[0] if found else None
+
+
+def continuation_overrides(overrides: list[str], run_dir: str | os.PathLike) -> list[str]:
+    """``overrides`` that continue ``run_dir`` when it already holds a checkpoint, else ``overrides`` unchanged.
+
+    A restarted job (requeued, preempted, a replaced node, a new SageMaker job on the same checkpoint folder)
+    starts from the overrides it was first given; the checkpoint on disk, not the job's history, decides
+    whether it is a continuation, so every kind of restart resumes the same way.
+    """
+    if latest_checkpoint(run_dir) is None:
+        return list(overrides)
+    kept = [item for item in overrides if not item.split("=", 1)[0].lstrip("+~").startswith("resume")]
+    return [*kept, f"resume={Path(run_dir).resolve()}"]
 
 
 def _is_resume_flag(resume: Any) -> bool | None:
@@ -97,12 +134,40 @@ def resolve_run_dir(output_root: str, experiment: str, resume: Any) -> str:
     return str(Path(output_root) / experiment / stamp)
 
 
+class GitError(RuntimeError):
+    """git is missing, or the folder is not a usable work tree."""
+
+
+def _git_checked(args: list[str], cwd: Path) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=True)
+    except FileNotFoundError as error:
+        raise GitError("git was not found; it is needed to record or copy the source") from error
+    except subprocess.CalledProcessError as error:
+        raise GitError(f"{cwd} is not a usable git work tree: {error.stderr.strip()}") from error
+    except subprocess.TimeoutExpired as error:
+        raise GitError(f"git {' '.join(args)} in {cwd} did not answer within 60 s") from error
+    return out.stdout
+
+
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):
+        return _git_checked(args, cwd)
+    except GitError:
         return None
-    return out.stdout
+
+
+def source_files(root: Path) -> list[str]:
+    """Paths, relative to the work tree ``root``, of the files git tracks or would track: untracked files that
+    .gitignore does not exclude are included (a new module ships before it is committed); ignored outputs,
+    environments and caches are not, nor tracked files deleted from the work tree.
+
+    Raises:
+        GitError: git is missing or ``root`` is not a work tree.
+    """
+    listing = _git_checked(["ls-files", "--cached", "--others", "--exclude-standard", "-z"], root)
+    names = sorted({name for name in listing.split("\0") if name})
+    return [name for name in names if (root / name).is_file() or (root / name).is_symlink()]
 
 
 def git_state(repo: Path) -> dict[str, Any]:

@@ -16,17 +16,18 @@ from core import ledger, lifecycle
 from core.distributed import dist_info, resolve_device
 from core.rundir import (
     CHECKPOINT_DIR,
+    CONFIG,
     MANIFEST,
     METRICS,
     METRICS_REDONE,
+    OVERRIDES,
     SOURCE_SNAPSHOT_ENV,
+    SUMMARY,
     build_manifest,
     source_state,
     write_json_atomic,
     write_text_atomic,
 )
-
-SUMMARY = "summary.json"
 
 
 def _process_started() -> float:
@@ -75,7 +76,7 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     Returns the differences, or None when the run has no recorded config."""
     from core import resume
 
-    recorded_file = run_dir / "config.yaml"
+    recorded_file = run_dir / CONFIG
     if not recorded_file.is_file():
         return None
     recorded = OmegaConf.to_container(OmegaConf.load(recorded_file), resolve=True)
@@ -161,7 +162,7 @@ def _open_run(
             operational=changes["operational"],
         )
         # The newest attempt's config is the run's config from now on; the ledger keeps what it was before.
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     relaunch = os.environ.get(ledger.RELAUNCH_ENV)
     if relaunch:
         try:
@@ -173,8 +174,8 @@ def _open_run(
     lifecycle.set_stop_hook(lambda reason: ledger.record("signal", reason=reason))
     if resuming:
         return json.loads((run_dir / MANIFEST).read_text())
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
+    (run_dir / CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / OVERRIDES).write_text(OmegaConf.to_yaml(OmegaConf.create(_overrides())))
     manifest = build_manifest(seed=int(cfg.seed), device=device, launcher=cfg.launcher.name, overrides=_overrides())
     manifest["world_size"] = info.world_size
     manifest["wandb_run_id"] = uuid.uuid4().hex[:12]
