@@ -24,8 +24,3 @@ def load_actor(checkpoint_path: str | Path, device: str = "cpu"):
     actor.load_state_dict(state["actor_state_dict"])
     actor.eval()
     return actor, io
-
-
-def policy_input_dim(actor) -> int:
-    """Width of the concatenated observation vector the exported policy takes."""
-    return int(actor.obs_dim)

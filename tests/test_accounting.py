@@ -324,8 +324,7 @@ def test_relaunch_is_identical_and_refuses_drift(project_copy, tmp_path):
 
 
 def test_relaunch_takes_new_overrides_and_drops_resume(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import relaunch
+    from runner import relaunch
 
     saved = ["task=toy", "algo.max_iterations=2", "resume=true", "launcher=local"]
     assert relaunch.merge_overrides(saved, ["launcher=hyperpod", "launcher.nodes=2"]) == [

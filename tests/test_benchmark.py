@@ -9,7 +9,11 @@ import pytest
 import torch
 from rsl_rl.utils.logger import Logger
 
-from scripts import benchmark
+from bench.benchmark import parse_args
+from bench.learning import learning_comparison
+from bench.logparse import parse_iterations, summarize_run
+from bench.report import build_report, format_table, merge_reports, validate_report
+from bench.trainers import ISAACLAB_TASK, Settings, command_for
 
 
 def rsl_rl_logger(tmp_path, num_envs: int) -> Logger:
@@ -58,7 +62,7 @@ def test_parser_reads_rsl_rl_console_blocks(tmp_path, capsys):
     texts = printed_blocks(tmp_path, capsys, iterations=3)
     lines = [(10.0 + i, line) for i, text in enumerate(texts) for line in text.splitlines()]
     lines.insert(0, (9.0, "[INFO] something printed before training"))
-    blocks = benchmark.parse_iterations(lines)
+    blocks = parse_iterations(lines)
     assert [b["iteration"] for b in blocks] == [0, 1, 2]
     assert [b["time"] for b in blocks] == [10.0, 11.0, 12.0]
     assert all(b["total"] == 3 for b in blocks)
@@ -76,7 +80,7 @@ def test_parser_keeps_the_first_value_of_a_field_in_a_block():
         (2.0, "Learning iteration 1/2"),
         (2.0, "Mean reward: -3.5e-01"),
     ]
-    blocks = benchmark.parse_iterations(lines)
+    blocks = parse_iterations(lines)
     assert blocks[0]["steps_per_s"] == 100 and blocks[1]["mean_reward"] == -0.35
 
 
@@ -87,13 +91,13 @@ def test_summary_uses_iterations_after_the_first():
         {"iteration": 2, "time": 53.0, "steps_per_s": 120.0, "collect_s": 0.8, "learn_s": 0.4},
         {"iteration": 3, "time": 54.0, "steps_per_s": 110.0, "collect_s": 0.9, "learn_s": 0.3},
     ]
-    figures = benchmark.summarize_run(blocks, launched=10.0, env_steps_per_iteration=200)
+    figures = summarize_run(blocks, launched=10.0, env_steps_per_iteration=200)
     assert figures["start_to_first_iteration_s"] == 40.0
     assert figures["first_iteration_s"] == 10.0
     assert figures["steady_env_steps_per_s"] == 110.0
     assert figures["steady_wall_env_steps_per_s"] == 200.0  # intervals 2, 1, 1 s: median 1 s
     assert figures["collect_s"] == 0.9 and figures["learn_s"] == 0.4
-    assert benchmark.summarize_run([], launched=0.0, env_steps_per_iteration=1) == {"iterations": 0}
+    assert summarize_run([], launched=0.0, env_steps_per_iteration=1) == {"iterations": 0}
 
 
 def phase(start: float, steps: float, host: float, gpu: float | None) -> dict:
@@ -124,39 +128,39 @@ def test_report_schema_ratios_table_and_merge(tmp_path):
         "command": ["isaaclab"],
         "phases": {"cold": phase(250.0, 70.0, 4000.0, 10000.0), "warm": phase(50.0, 80.0, 3900.0, 10000.0)},
     }
-    report = benchmark.build_report({"ours": ours, "isaaclab": theirs}, settings, {"host": "h"})
+    report = build_report({"ours": ours, "isaaclab": theirs}, settings, {"host": "h"})
     report = json.loads(json.dumps(report))  # what --out writes must survive JSON
-    benchmark.validate_report(report)
+    validate_report(report)
     figures = report["trainers"]["ours"]["figures"]
     assert figures["start_to_first_iteration_cold_s"] == 200.0 and figures["start_to_first_iteration_warm_s"] == 40.0
     assert figures["steady_env_steps_per_s"] == 100.0  # steady figures come from the warm run
     assert figures["peak_host_mib"] == 3000.0 and figures["peak_gpu_mib"] == 9000.0  # peaks over both runs
     assert report["ratios"]["steady_env_steps_per_s"] == pytest.approx(100.0 / 80.0)
     assert report["ratios"]["start_to_first_iteration_cold_s"] == pytest.approx(200.0 / 250.0)
-    table = benchmark.format_table(report)
+    table = format_table(report)
     assert "ours/isaaclab" in table and "1.250" in table
 
     halves = [
-        benchmark.build_report({"ours": ours}, settings, {"host": "h"}),
-        benchmark.build_report({"isaaclab": theirs}, settings, {"host": "h"}),
+        build_report({"ours": ours}, settings, {"host": "h"}),
+        build_report({"isaaclab": theirs}, settings, {"host": "h"}),
     ]
     assert halves[0]["ratios"] is None
-    merged = benchmark.merge_reports(json.loads(json.dumps(halves)))
+    merged = merge_reports(json.loads(json.dumps(halves)))
     assert merged["ratios"] == report["ratios"]
     with pytest.raises(ValueError, match="different settings"):
-        benchmark.merge_reports([halves[0], benchmark.build_report({"isaaclab": theirs}, {**settings, "seed": 1}, {})])
+        merge_reports([halves[0], build_report({"isaaclab": theirs}, {**settings, "seed": 1}, {})])
     broken = copy.deepcopy(report)
     del broken["trainers"]["ours"]["figures"]["learn_s"]
     with pytest.raises(ValueError, match="learn_s"):
-        benchmark.validate_report(broken)
+        validate_report(broken)
 
 
 def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path):
-    settings = benchmark.Settings(
+    settings = Settings(
         device="cuda", num_envs=4096, iterations=20, seed=7, usd_path="/r/h1.usda", terrain_rows=4, terrain_cols=5
     )
-    ours = benchmark.command_for("ours", settings, tmp_path)
-    theirs = benchmark.command_for("isaaclab", settings, tmp_path)
+    ours = command_for("ours", settings, tmp_path)
+    theirs = command_for("isaaclab", settings, tmp_path)
     assert {
         "task=h1_rough",
         "task.num_envs=4096",
@@ -166,7 +170,7 @@ def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path
         "task.terrain.num_rows=4",
         "task.terrain.num_cols=5",
     } <= set(ours)
-    assert theirs[theirs.index("--task") + 1] == benchmark.ISAACLAB_TASK
+    assert theirs[theirs.index("--task") + 1] == ISAACLAB_TASK
     assert theirs[theirs.index("--num_envs") + 1] == "4096" and theirs[theirs.index("--seed") + 1] == "7"
     assert theirs[theirs.index("--max_iterations") + 1] == "20"
     assert {
@@ -178,9 +182,9 @@ def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path
 
 
 def test_quick_and_learning_defaults_are_cpu_sized():
-    quick = benchmark.parse_args(["--quick"])
+    quick = parse_args(["--quick"])
     assert (quick.device, quick.num_envs, quick.terrain_rows) == ("cpu", 16, 4)
-    learning = benchmark.parse_args(["--learning"])
+    learning = parse_args(["--learning"])
     assert learning.device == "cpu" and learning.seeds == [0, 1, 2]
 
 
@@ -189,7 +193,7 @@ def test_learning_comparison_against_the_spread_of_seeds():
         "ours": {0: [None, 1.0, 2.0, 9.0], 1: [None, 3.0, 2.0, 9.0]},
         "isaaclab": {0: [None, 1.0, 1.0, 1.0], 1: [0.5, 3.0, 2.5, 2.0], 2: [0.0, 2.0, 3.0, 1.5]},
     }
-    comparison = benchmark.learning_comparison(curves)
+    comparison = learning_comparison(curves)
     assert [r["iteration"] for r in comparison["rows"]] == [1, 2, 3]  # iteration 0: an episode had not ended
     assert [r["within"] for r in comparison["rows"]] == [True, True, False]
     assert comparison["iterations_within"] == 2 and comparison["fraction_within"] == pytest.approx(2 / 3)

@@ -1,4 +1,5 @@
-"""The scaling script's figures from per-iteration metrics, and its CPU path with two gloo processes."""
+"""The scaling figures from per-iteration metrics, the folders of a warm-up run, and the CPU path with two gloo
+processes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import sys
 
 import pytest
 
+from bench import scaling
+from bench.scaling import add_efficiency, summarize
 from rlforge_testing import ROOT
-from scripts.scaling import add_efficiency, summarize
 
 
 def test_summary_skips_the_first_iteration_and_takes_medians():
@@ -29,6 +31,35 @@ def test_efficiency_is_relative_to_one_process():
     points = [{"procs": 1, "env_steps_per_s": 1000.0}, {"procs": 2, "env_steps_per_s": 1800.0}]
     add_efficiency(points)
     assert [p["efficiency"] for p in points] == [pytest.approx(1.0), pytest.approx(0.9)]
+
+
+def test_warm_up_runs_in_its_own_folder_of_the_given_work_folder(tmp_path, monkeypatch):
+    """``--warm-up`` with ``--work``: the warm-up point trains one iteration in ``work/warm-up``, then every point
+    trains in ``work``; each run is a stand-in for torchrun that writes the metrics a real run would."""
+    launched = []
+
+    def stand_in(procs, settings, run_dir, warp_cache):
+        launched.append((procs, settings.iterations, run_dir))
+        line = json.dumps({"env_steps": 16 * procs, "collect_s": 0.5, "learn_s": 0.5, "allreduce_s": 0.0})
+        script = (
+            "import pathlib, sys; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True);"
+            " (run / 'metrics.jsonl').write_text('\\n'.join([sys.argv[2]] * int(sys.argv[3])))"
+        )
+        return [sys.executable, "-c", script, str(run_dir), line, str(settings.iterations)]
+
+    monkeypatch.setattr(scaling, "point_command", stand_in)
+    work = tmp_path / "work"
+    out = tmp_path / "scaling.json"
+    argv = ["--device", "cpu", "--task", "toy", "--procs", "1", "2", "--iterations", "3", "--warm-up"]
+    assert scaling.main([*argv, "--work", str(work), "--out", str(out)]) == 0
+    assert launched == [
+        (1, 1, work / "warm-up" / "procs-1"),
+        (1, 3, work / "procs-1"),
+        (2, 3, work / "procs-2"),
+    ]
+    points = json.loads(out.read_text())["points"]
+    assert [(p["procs"], p["iterations"]) for p in points] == [(1, 3), (2, 3)]
+    assert [p["efficiency"] for p in points] == [pytest.approx(1.0), pytest.approx(1.0)]
 
 
 def test_two_cpu_processes_run_and_report(tmp_path):

@@ -1,0 +1,152 @@
+"""Benchmark our ``train.py`` against Isaac Lab's own rsl-rl trainer on the same task, robot, envs, seed and iterations.
+
+    python scripts/benchmark.py --quick                       # CPU, 16 envs, a few iterations: minutes
+    python scripts/benchmark.py --device cuda --num-envs 4096 --iterations 20 --out bench.json
+    python scripts/benchmark.py --learning                    # CPU: mean-reward curves, 3 seeds of each trainer
+
+Each trainer runs as its own process, twice: first with an empty Warp kernel cache (``WARP_CACHE_PATH`` pointed at
+a fresh folder), then with the cache that first run filled. Both trainers print rsl-rl's per-iteration block
+(``Learning iteration N/M``, ``Steps per second``, ``Collection time``, ``Learning time``); their output is read as
+it streams, each line stamped on arrival, so one parser measures both:
+
+- start to first iteration: from launching the process to the block of iteration 0 (cold and warm cache);
+- steady env-steps/s: median of rsl-rl's ``Steps per second`` over the iterations after the first, and the same
+  from the wall clock between consecutive blocks (which also counts logging and checkpoint work between them);
+- collection and learning time: medians over the iterations after the first;
+- peak host memory: the process's peak resident set (``wait4``); peak GPU memory: the device's used memory above
+  what it used before the launch, sampled by ``nvidia-smi`` every 0.2 s.
+
+The ratios ours / Isaac Lab's follow, and everything is written as JSON (``--out``). ``--trainers`` and
+``--phases`` run a part (e.g. one trainer per call on a machine that limits a call's length), and ``--merge``
+joins such JSON files into one report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench.learning import format_learning, run_learning
+from bench.machine import machine_info
+from bench.report import PHASES, build_report, format_table, merge_reports
+from bench.trainer_runs import run_trainer
+from bench.trainers import TRAINERS, Settings, project_usd
+from core.rundir import project_root
+
+
+def run_benchmark(
+    settings: Settings,
+    workdir: Path,
+    *,
+    trainers: list[str],
+    phases: tuple[str, ...],
+    timeout_s: float,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Every trainer of ``trainers`` once per phase; the JSON report of them all."""
+    unknown = [t for t in trainers if t not in TRAINERS] + [p for p in phases if p not in PHASES]
+    if unknown:
+        raise SystemExit(f"unknown trainers or phases: {unknown}")
+    results = {
+        t: run_trainer(t, settings, workdir=workdir, phases=phases, timeout_s=timeout_s, cache_dir=cache_dir)
+        for t in trainers
+    }
+    return build_report(results, asdict(settings), machine_info(settings.device))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options, with the sizes of ``--quick`` and ``--learning`` filled in."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CPU, 16 envs, 6 iterations, 4x4 terrain: minutes")
+    parser.add_argument(
+        "--learning",
+        action="store_true",
+        help="compare mean reward curves over --seeds instead of timing (CPU by default)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where nvidia-smi is, else cpu)")
+    parser.add_argument("--num-envs", type=int, default=None)
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of --learning")
+    parser.add_argument("--terrain-rows", type=int, default=None, help="terrain generator rows (default: the task's)")
+    parser.add_argument("--terrain-cols", type=int, default=None)
+    parser.add_argument("--trainers", default="ours,isaaclab", help="comma-separated subset of ours,isaaclab")
+    parser.add_argument("--phases", default="cold,warm", help="comma-separated subset of cold,warm")
+    parser.add_argument("--usd", default=None, help="robot USD for both trainers (default: our converted H1)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep logs and runs here (default: a temp dir)")
+    parser.add_argument(
+        "--warp-cache",
+        type=Path,
+        default=None,
+        help="kernel cache folder of every run (default: one per trainer under the workdir)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per training process")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, help="join these JSON reports, run nothing")
+    parser.add_argument(
+        "--ours-root",
+        type=Path,
+        default=project_root(),
+        help="source tree whose train.py is 'ours' (to compare versions of the loop)",
+    )
+    parser.add_argument("--ours-arg", action="append", default=[], help="extra override for our train.py")
+    parser.add_argument("--isaaclab-arg", action="append", default=[], help="extra argument for Isaac Lab's trainer")
+    args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = "cpu" if args.quick or args.learning or shutil.which("nvidia-smi") is None else "cuda"
+    small = args.quick or args.learning
+    if args.num_envs is None:
+        args.num_envs = 16 if small else 4096
+    if args.iterations is None:
+        args.iterations = 25 if args.learning else 6 if args.quick else 20
+    if small and args.terrain_rows is None:
+        args.terrain_rows, args.terrain_cols = 4, 4
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: merge reports, compare learning, or time both trainers; print and write the report."""
+    args = parse_args(argv)
+    if args.merge:
+        report = merge_reports([json.loads(path.read_text()) for path in args.merge])
+        print(format_table(report))
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2))
+        return 0
+    settings = Settings(
+        device=args.device,
+        num_envs=args.num_envs,
+        iterations=args.iterations,
+        seed=args.seed,
+        usd_path=args.usd or project_usd(),
+        terrain_rows=args.terrain_rows,
+        terrain_cols=args.terrain_cols,
+        ours_root=str(args.ours_root.resolve()),
+        extra_ours=args.ours_arg,
+        extra_isaaclab=args.isaaclab_arg,
+    )
+    with tempfile.TemporaryDirectory(prefix="rlforge-bench-") as tmp:
+        workdir = (args.workdir or Path(tmp)).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        if args.learning:
+            report = run_learning(settings, workdir, seeds=args.seeds, timeout_s=args.timeout)
+            print(format_learning(report))
+        else:
+            report = run_benchmark(
+                settings,
+                workdir,
+                trainers=[t for t in args.trainers.split(",") if t],
+                phases=tuple(p for p in args.phases.split(",") if p),
+                timeout_s=args.timeout,
+                cache_dir=args.warp_cache,
+            )
+            print(format_table(report))
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2))
+            print(f"[benchmark] wrote {args.out}")
+    return 0

@@ -1,0 +1,262 @@
+"""Where one training iteration spends its time: collection (policy, each stage of the env step) and learning.
+
+    python scripts/profile_iteration.py task=h1_rough device=cuda task.num_envs=4096 --iterations 5
+    python scripts/profile_iteration.py task=h1_flat task.num_envs=32 --iterations 2 --out prof.json   # CPU
+
+Arguments that contain ``=`` are Hydra overrides of ``conf/train.yaml``; the rest are this command's options.
+It builds the environment and trainer as ``train.py`` does, runs one warm-up iteration, then three passes over
+the same number of iterations:
+
+1. plain: the loop as it trains, timed only per iteration (the reference figure);
+2. stages: every stage wrapped in a timer that synchronizes the device before and after, so each stage's figure
+   is its own work (with host-device overlap removed, their sum exceeds the plain figure);
+3. device activity (CUDA only): one iteration under ``torch.profiler``; the union of the GPU's kernel intervals
+   against the wall time says whether the iteration is bound by the device or by the host launching work.
+
+It prints a table and writes the figures as JSON (``--out``). Nothing is written to a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from runner.compose import compose_config
+from runner.loop import build, one_iteration
+
+
+class StageTimer:
+    """Wraps methods so that each call's duration is added to a named stage, synchronizing the device around it."""
+
+    def __init__(self, synchronize: Callable[[], None]) -> None:
+        self.synchronize = synchronize
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.enabled = False
+        self._depth = 0
+
+    def wrap(self, owner: Any, attribute: str, stage: str) -> None:
+        """Replace ``owner.attribute`` (a bound method) with a timed call; nested timed calls count in the outer."""
+        setattr(owner, attribute, self.timed(getattr(owner, attribute), stage))
+
+    def timed(self, inner: Callable, stage: str) -> Callable:
+        """``inner``, timed into ``stage``."""
+
+        def timed(*args, **kwargs):
+            if not self.enabled or self._depth:
+                return inner(*args, **kwargs)
+            self._depth += 1
+            self.synchronize()
+            start = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.synchronize()
+                self.seconds[stage] += time.perf_counter() - start
+                self.calls[stage] += 1
+                self._depth -= 1
+
+        return timed
+
+
+def instrument(timer: StageTimer, trainer) -> list[StageTimer]:
+    """Timers on the trainer's and (for Isaac Lab) the environment's stages; returns every timer it set up."""
+    policy_step = trainer._policy_step
+    trainer._policy_step = lambda obs: timer.timed(policy_step(obs), "policy: act")
+    timer.wrap(trainer.alg, "process_env_step", "storage: process_env_step")
+    timer.wrap(trainer.logger, "process_env_step", "logger: process_env_step")
+    timer.wrap(trainer.alg, "compute_returns", "learn: compute_returns")
+    timer.wrap(trainer, "_update", "learn: update")
+    env = trainer.env
+    timer.wrap(env, "step", "env: step (whole)")
+    inner = getattr(env, "unwrapped", None)
+    if inner is None or not hasattr(inner, "action_manager"):
+        return [timer]
+    # The env step's stages; these run inside "env: step (whole)", so they get their own timer (depth 0 each).
+    stages = StageTimer(timer.synchronize)
+    stages.seconds = timer.seconds  # same table
+    stages.calls = timer.calls
+    for owner, attribute, stage in (
+        (inner.action_manager, "process_action", "env/action: process"),
+        (inner.action_manager, "apply_action", "env/action: apply"),
+        (inner.scene, "write_data_to_sim", "env/scene: write_data_to_sim"),
+        (inner.sim, "step", "env/sim: step (physics)"),
+        (inner.scene, "update", "env/scene: update (sensors)"),
+        (inner.termination_manager, "compute", "env/terminations"),
+        (inner.reward_manager, "compute", "env/rewards"),
+        (inner, "_reset_idx", "env/reset"),
+        (inner.command_manager, "compute", "env/commands"),
+        (inner.event_manager, "apply", "env/events"),
+        (inner.observation_manager, "compute", "env/observations"),
+    ):
+        stages.wrap(owner, attribute, stage)
+    return [timer, stages]
+
+
+def python_profile(trainer, obs) -> tuple[Any, str]:
+    """One iteration under cProfile: the Python functions with the most time of their own."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    obs = one_iteration(trainer, obs)
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).sort_stats("tottime")
+    stats.print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+    return obs, text.getvalue()
+
+
+def device_activity(trainer, obs) -> tuple[dict[str, Any], Any]:
+    """One iteration under torch.profiler: wall time, GPU-busy time (union of kernel intervals), top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        obs = one_iteration(trainer, obs)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    intervals = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start
+    )
+    busy_us, current = 0.0, None
+    for begin, end in intervals:
+        if current is None or begin > current[1]:
+            if current is not None:
+                busy_us += current[1] - current[0]
+            current = [begin, end]
+        else:
+            current[1] = max(current[1], end)
+    if current is not None:
+        busy_us += current[1] - current[0]
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    return {
+        "wall_s": wall,
+        "gpu_busy_s": busy_us / 1e6,
+        "gpu_busy_fraction": busy_us / 1e6 / wall,
+        "kernels": len(intervals),
+    }, (obs, table)
+
+
+def profile_iteration(
+    overrides: list[str], iterations: int, *, device_trace: bool = True, cprofile: bool = False
+) -> dict[str, Any]:
+    """Build the trainer of ``overrides``, time ``iterations`` iterations plain and staged, optionally trace one
+    on the device and one under cProfile; the figures (``top_kernels_table`` and ``python_profile`` as text)."""
+    import torch
+
+    cfg = compose_config(overrides)
+    handle, trainer, device = build(cfg)
+    cuda = device.startswith("cuda")
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    steps = trainer.cfg["num_steps_per_env"] * trainer.env.num_envs
+    try:
+        trainer.alg.train_mode()
+        obs = trainer.env.get_observations().to(trainer.device)
+        obs = one_iteration(trainer, obs)  # warm-up: first-call compilation, allocator growth
+
+        plain = []
+        for _ in range(iterations):
+            synchronize()
+            start = time.perf_counter()
+            obs = one_iteration(trainer, obs)
+            synchronize()
+            plain.append(time.perf_counter() - start)
+
+        timer = StageTimer(synchronize)
+        timers = instrument(timer, trainer)
+        for each in timers:
+            each.enabled = True
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(iterations):
+            obs = one_iteration(trainer, obs)
+        synchronize()
+        staged_wall = (time.perf_counter() - start) / iterations
+        for each in timers:
+            each.enabled = False
+
+        python_top = python_profile(trainer, obs) if cprofile else None
+        if python_top:
+            obs = python_top[0]
+
+        activity, table = None, None
+        if cuda and device_trace:
+            activity, (obs, table) = device_activity(trainer, obs)
+    finally:
+        handle.close()
+
+    result = {
+        "overrides": overrides,
+        "device": device,
+        "num_envs": trainer.env.num_envs,
+        "steps_per_iteration": steps,
+        "plain_iteration_s": plain,
+        "plain_median_s": statistics.median(plain),
+        "plain_env_steps_per_s": steps / statistics.median(plain),
+        "staged_iteration_s": staged_wall,
+        "stages_s_per_iteration": {k: v / iterations for k, v in sorted(timer.seconds.items())},
+        "stage_calls_per_iteration": {k: v / iterations for k, v in sorted(timer.calls.items())},
+        "device_activity": activity,
+    }
+    if activity:
+        result["top_kernels_table"] = table
+    if python_top:
+        result["python_profile"] = python_top[1]
+    return result
+
+
+def format_profile(result: dict[str, Any]) -> str:
+    """The printed figures: plain and staged iteration time, the stage table, then device and Python profiles."""
+    staged_wall = result["staged_iteration_s"]
+    lines = [
+        f"\nplain iteration: median {result['plain_median_s']:.3f} s ({result['plain_env_steps_per_s']:,.0f} env-steps/s)",
+        f"with a synchronizing timer around each stage: {staged_wall:.3f} s per iteration",
+        f"{'stage':<34} {'s / iteration':>14} {'share':>7} {'calls':>7}",
+    ]
+    for stage, seconds in result["stages_s_per_iteration"].items():
+        calls = result["stage_calls_per_iteration"][stage]
+        lines.append(f"{stage:<34} {seconds:>14.4f} {seconds / staged_wall:>7.1%} {calls:>7.0f}")
+    activity = result["device_activity"]
+    if activity:
+        lines.append(
+            f"device activity over one iteration: wall {activity['wall_s']:.3f} s, GPU busy {activity['gpu_busy_s']:.3f} s"
+            f" ({activity['gpu_busy_fraction']:.0%}), {activity['kernels']} kernels"
+        )
+        lines.append(result["top_kernels_table"])
+    if "python_profile" in result:
+        lines.append(result["python_profile"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: options and Hydra overrides apart, profile, print, write the JSON."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=3, help="iterations per pass (after one warm-up)")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument("--no-device-trace", action="store_true", help="skip the torch.profiler pass")
+    parser.add_argument("--python-profile", action="store_true", help="also one iteration under cProfile")
+    args = parser.parse_args([a for a in argv if "=" not in a or a.startswith("--")])
+    overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    result = profile_iteration(
+        overrides, args.iterations, device_trace=not args.no_device_trace, cprofile=args.python_profile
+    )
+    print(format_profile(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
