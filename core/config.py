@@ -143,15 +143,38 @@ class TerrainConfig:
     seed are the same again, instead of generating it at every start."""
 
 
+class MotorLimits(StrEnum):
+    """Whose torque and velocity limits the robot's joints get."""
+
+    isaaclab = "isaaclab"
+    urdf = "urdf"
+
+
 @dataclass
 class RobotConfig:
-    """Where the robot's model comes from."""
+    """The robot: where its model comes from, and the joint properties set on top of the model."""
 
     source: RobotSource = RobotSource.project
     """``project``: the H1 model this project carries (offline); ``isaaclab``: Isaac Lab's official H1 USD from its
     asset server (needs network, or ``ISAACSIM_ASSET_ROOT`` pointing at a local mirror); ``file``: ``file`` below."""
     file: str | None = None
     """An MJCF (.xml) or URDF (.urdf) file, converted to USD once and cached; used when ``source`` is ``file``."""
+    armature: float | None = 0.1
+    """Inertia added to every joint's own (kg m^2): the motor rotor's inertia seen through its gearbox. 0.1 is
+    Unitree's MJCF of the H1 (every joint); its URDF has no way to state one; null keeps the model's own value
+    (0 for converted MJCF and URDF files). Default 0.1 because MuJoCo is the simulator here and Unitree's MuJoCo
+    model carries it: at the ankle it is 16 times the foot's own inertia about the joint (0.006 kg m^2), so
+    leaving it out makes the ankle far lighter than the robot Unitree describes."""
+    joint_damping: float | None = 1.0
+    """Passive viscous damping of every joint (N m s/rad), on top of the PD drive's damping gain. 1.0 is Unitree's
+    MJCF (the URDF states none); null keeps the model's own value (0 for converted files). Small beside the drives'
+    4 to 10 N m s/rad; kept with the armature so the joints are Unitree's MuJoCo model's."""
+    motor_limits: MotorLimits = MotorLimits.isaaclab
+    """``isaaclab``: Isaac Lab's H1 effort limits (300 N m, ankles 100 N m) and no velocity limit, so results
+    compare with Isaac Lab's published H1 training; ``urdf``: the motors' own limits from Unitree's URDF (hips and
+    torso 200 N m, knees 300, ankles 40, shoulders 40, shoulder yaw and elbows 18; 9 to 23 rad/s). Torque limits
+    clamp the drive in the simulator; MuJoCo-Warp has no joint velocity clamp, so velocity limits reach Isaac Lab's
+    joint data (and terms that read them) only."""
 
 
 @dataclass

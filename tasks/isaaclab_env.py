@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tasks.registry import EnvHandle
+from tasks.robots.settings import apply_robot_settings
 
 PROJECT_H1 = Path(__file__).resolve().parent / "robots" / "h1" / "h1.xml"
 _ENTITY_KEY = "_scene_entity_"
@@ -154,6 +155,7 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     usd = robot_usd(task)
     if usd is not None:
         env_cfg.scene.robot.spawn.usd_path = usd
+    apply_robot_settings(env_cfg.scene.robot, task.robot)
 
     terrain = env_cfg.scene.terrain
     if task.terrain.type == "plane":
