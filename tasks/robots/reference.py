@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -151,8 +152,14 @@ def read_reference(reference: Path = DEFAULT_REFERENCE) -> dict:
 
 def write_fixture(reference: Path = DEFAULT_REFERENCE, out: Path = DEFAULT_FIXTURE) -> Path:
     """Write :func:`read_reference`'s figures as JSON at ``out`` (sorted keys, so a regeneration diffs cleanly)."""
+    text = json.dumps(read_reference(reference), indent=1, sort_keys=True)
+    # One line per vector or matrix: first the innermost lists of numbers, then lists of those.
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda match: "[" + " ".join(match.group(1).split()) + "]", text)
+    text = re.sub(
+        r"\[\s+((?:[^\[\]{}]|\[[^\[\]{}]*\])*?)\s+\]", lambda match: "[" + " ".join(match.group(1).split()) + "]", text
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(read_reference(reference), indent=1, sort_keys=True) + "\n")
+    out.write_text(text + "\n")
     return out
 
 
