@@ -1,9 +1,4 @@
-"""The project's H1 against Unitree's published description: inertials, frames, joints, collision shapes, settings.
-
-The figures come from ``tests/data/h1_reference.json`` (written by ``python -m tasks.robots.reference`` from
-``../shared/reference/unitree_h1``), so a checkout without the reference folder runs every check; where the folder
-is present, the fixture is first checked against it.
-"""
+"""The project's H1 against Unitree's published description: inertials, frames, joints, collision shapes, settings."""
 
 from __future__ import annotations
 
@@ -18,6 +13,8 @@ from tasks.isaaclab_env import PROJECT_H1
 from tasks.robots.reference import model_figures, read_reference
 from tasks.robots.settings import H1_URDF_MOTOR_LIMITS, apply_robot_settings
 
+# Unitree's figures, written by `python -m tasks.robots.reference` from ../shared/reference/unitree_h1: a checkout
+# without that folder runs every check from them; where the folder is present, they are first checked against it.
 FIXTURE = Path(__file__).resolve().parent / "data" / "h1_reference.json"
 
 # Tolerances. The project copies Unitree's MJCF figures, so the inertial and joint tolerances only absorb rounding.
