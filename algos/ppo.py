@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import json
 import random
 import statistics
@@ -17,6 +19,7 @@ from rsl_rl.runners import OnPolicyRunner
 
 from algos import speed
 from core import checkpoint, lifecycle
+from core.console import Progress, training_figures
 from core.distributed import DistInfo, any_rank, init_process_group
 from core.rundir import CHECKPOINT_DIR, METRICS
 
@@ -116,8 +119,12 @@ class PPOTrainer(OnPolicyRunner):
         on_iteration: Callable[[int, dict[str, Any]], None] | None = None,
         on_checkpoint: Callable[[int, Path], None] | None = None,
         on_checkpoint_failed: Callable[[int, str], None] | None = None,
+        console: Progress | None = None,
+        block_every: int = 0,
     ) -> None:
         self._dist = dist
+        self.console = console
+        self.block_every = block_every
         train_cfg = dict(train_cfg)
         self.speed: dict[str, bool] = dict(train_cfg.pop("speed", None) or {})
         super().__init__(env, train_cfg, log_dir=log_dir, device=device)
@@ -356,17 +363,22 @@ class PPOTrainer(OnPolicyRunner):
                 self.iterations_done = it + 1
                 self.current_learning_iteration = it
                 stats = self._episode_stats()
-                self.logger.log(
-                    it=it,
-                    start_it=start_it,
-                    total_it=until,
-                    collect_time=collect_time,
-                    learn_time=learn_time,
-                    loss_dict=loss_dict,
-                    learning_rate=self.alg.learning_rate,
-                    action_std=self.alg.get_policy().output_std,
-                    rnd_weight=None,
-                )
+                block = self.console is None or (self.block_every and self.iterations_done % self.block_every == 0)
+                if self.console is not None and block:
+                    self.console.clear()
+                # rsl-rl's logger writes the curves and prints its block; a compact console keeps the block off.
+                with contextlib.nullcontext() if block else contextlib.redirect_stdout(io.StringIO()):
+                    self.logger.log(
+                        it=it,
+                        start_it=start_it,
+                        total_it=until,
+                        collect_time=collect_time,
+                        learn_time=learn_time,
+                        loss_dict=loss_dict,
+                        learning_rate=self.alg.learning_rate,
+                        action_std=self.alg.get_policy().output_std,
+                        rnd_weight=None,
+                    )
                 self.last_stats = {
                     "iteration": self.iterations_done,
                     "time": time.time(),
@@ -383,6 +395,8 @@ class PPOTrainer(OnPolicyRunner):
                         handle.write(json.dumps(self.last_stats) + "\n")
                 if self.on_iteration:
                     self.on_iteration(self.iterations_done, self.last_stats)
+                if self.console is not None:
+                    self.console.update(self.iterations_done, training_figures(self.last_stats))
                 stop = any_rank(lifecycle.stop_requested() is not None, self._dist, self.device)
                 last = self.iterations_done == until or stop
                 if last or self.iterations_done % self.cfg["save_interval"] == 0:
@@ -392,6 +406,8 @@ class PPOTrainer(OnPolicyRunner):
                         lifecycle.stop_requested() or "stop requested on another rank", self.iterations_done
                     )
         finally:
+            if self.console is not None:
+                self.console.close()
             if self.speed.get("freeze_gc"):
                 gc.unfreeze()
             self.logger.stop_logging_writer()

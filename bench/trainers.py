@@ -43,6 +43,7 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
             f"algo.max_iterations={settings.iterations}",
             f"output_root={output_dir}",
             "summary=false",
+            "console=full",  # the same per-iteration block as Isaac Lab's trainer prints, read by bench.logparse
         ]
         if settings.terrain_rows:
             command.append(f"task.terrain.num_rows={settings.terrain_rows}")

@@ -57,6 +57,13 @@ class RobotSource(StrEnum):
     file = "file"
 
 
+class ConsoleMode(StrEnum):
+    """How a run prints its progress."""
+
+    compact = "compact"
+    full = "full"
+
+
 class LoggerKind(StrEnum):
     """Curve loggers."""
 
@@ -422,6 +429,15 @@ class TrainConfig:
     """Folder under which run directories are made (relative to where train.py is started)."""
     objective: str = "${task.objective}"
     """Metric that ``run`` returns for sweepers: a logged key, averaged over the last 5 iterations."""
+    console: ConsoleMode = ConsoleMode.compact
+    """``compact``: one progress line per run (redrawn on a terminal; a plain line every ``console_interval_s``
+    in a log file) and Isaac Lab's manager tables in the run's ``env_build.log``; ``full``: rsl-rl's block of
+    every iteration and the tables on the console. Curves go to TensorBoard, ``metrics.jsonl`` and wandb either
+    way."""
+    console_block_every: int = 100
+    """With ``console=compact``, print rsl-rl's full block every this many iterations as well (0: never)."""
+    console_interval_s: float = 10.0
+    """With ``console=compact`` and no terminal, seconds between two progress lines."""
     summary: bool = True
     """Print the one-screen summary at the end of the run."""
     warp_cache_dir: str | None = None

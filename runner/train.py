@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from core.rundir import (
     METRICS_REDONE,
     OVERRIDES,
     SOURCE_SNAPSHOT_ENV,
+    STARTUP_LOG,
     SUMMARY,
     build_manifest,
     source_state,
@@ -300,7 +303,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
     torch.manual_seed(seed)
-    handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.clip_actions)
+    if info.is_main:
+        print(f"[rlforge] building {cfg.task.name}: {cfg.task.num_envs} envs on {device}", flush=True)
+    started = time.perf_counter()
+    with _startup_output(cfg, run_dir, info.is_main):
+        handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.clip_actions)
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
@@ -318,20 +325,31 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
         def on_checkpoint_failed(done: int, message: str) -> None:
             ledger.record("checkpoint_failed", iteration=done, error=message)
 
-        trainer = build_trainer(
-            handle.env,
-            cfg,
-            device=device,
-            dist=info,
-            run_dir=run_dir,
-            seed=seed,
-            log_dir=str(run_dir) if info.is_main else None,
-            wandb_run_id=manifest.get("wandb_run_id", "none"),
-            on_iteration=on_iteration if info.is_main else None,
-            on_checkpoint=on_checkpoint if info.is_main else None,
-            on_checkpoint_failed=on_checkpoint_failed if info.is_main else None,
-        )
+        with _startup_output(cfg, run_dir, info.is_main):
+            trainer = build_trainer(
+                handle.env,
+                cfg,
+                device=device,
+                dist=info,
+                run_dir=run_dir,
+                seed=seed,
+                log_dir=str(run_dir) if info.is_main else None,
+                wandb_run_id=manifest.get("wandb_run_id", "none"),
+                on_iteration=on_iteration if info.is_main else None,
+                on_checkpoint=on_checkpoint if info.is_main else None,
+                on_checkpoint_failed=on_checkpoint_failed if info.is_main else None,
+            )
         start_iteration = _restore_latest(trainer, run_dir, device, info.is_main, resuming)
+        if info.is_main:
+            where = f"; start-up output in {run_dir / STARTUP_LOG}" if cfg.console == "compact" else ""
+            print(f"[rlforge] ready to train in {time.perf_counter() - started:.1f} s{where}", flush=True)
+        if info.is_main and cfg.console == "compact":
+            from core.console import Progress
+
+            trainer.console = Progress(
+                total=int(cfg.algo.max_iterations), start=start_iteration, interval_s=float(cfg.console_interval_s)
+            )
+            trainer.block_every = int(cfg.console_block_every)
         lifecycle.end_startup()
         try:
             if start_iteration < int(cfg.algo.max_iterations):
@@ -348,6 +366,18 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
         if info.is_distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return _finish(cfg, trainer, run_dir, device) if info.is_main else float("nan")
+
+
+@contextlib.contextmanager
+def _startup_output(cfg: DictConfig, run_dir: Path, is_main: bool) -> Iterator[None]:
+    """With ``console=compact``, what the simulator and the learner print while they are built (Isaac Lab's
+    manager tables, Warp's module loads, rsl-rl's network summary) goes to the run's startup log, not the console."""
+    if cfg.console != "compact":
+        yield
+        return
+    log = run_dir / STARTUP_LOG
+    with open(log if is_main else os.devnull, "a") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def use_warp_cache(path: str) -> None:
