@@ -9,8 +9,12 @@ help:  ## list the targets
 setup:  ## create .venv with Python 3.12 and the locked dependencies
 	@bash scripts/setup.sh
 
-train: setup  ## a short real H1 rough-terrain training on this machine's CPU (a few minutes)
-	$(PY) train.py preset=quick_cpu $(ARGS)
+# `make train PY=/path/to/python` trains with an environment of your own as it is (no set-up).
+SETUP := $(if $(filter .venv/bin/python,$(PY)),setup)
+
+train: $(SETUP)  ## a real H1 rough-terrain training: preset=quick_gpu where CUDA is present, else quick_cpu
+	@preset=$$($(PY) -c "import torch; print('quick_gpu' if torch.cuda.is_available() else 'quick_cpu')") && \
+	echo "make train: preset=$$preset" && $(PY) train.py preset=$$preset $(ARGS)
 
 test: setup  ## every tier: unit, real simulator, real Slurm cluster, AWS emulator
 	$(PY) -m pytest tests $(ARGS)
