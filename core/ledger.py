@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +16,80 @@ INSTANCE_TYPE_ENV = "RLFORGE_INSTANCE_TYPE"
 """The instance type the run is billed as (``ml.g5.2xlarge``); SageMaker's own variable is read when unset."""
 RELAUNCH_ENV = "RLFORGE_RELAUNCH"
 """JSON written by ``scripts/relaunch.py``: the run relaunched and any drift it was allowed to ignore."""
-_path: Path | None = None
-_context: dict[str, Any] = {}
 
 
-def open_ledger(run_dir: Path, **context: Any) -> None:
-    """Direct events to ``run_dir``; ``context`` (attempt id, launcher...) is added to every event."""
-    global _path
-    _path = Path(run_dir) / LEDGER
-    _context.clear()
-    _context.update(context)
+@dataclass(frozen=True)
+class RunLedger:
+    """The ledger of one run directory, and the context written into every event appended through this object
+    (attempt id, launcher, host...)."""
+
+    run_dir: Path
+    """The run directory that holds ``ledger.jsonl``."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """Fields added to every event, before the event's own."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir) / LEDGER
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Append one event as a JSON line; one write call per line, so a crash loses at most that line."""
+        entry = {"time": time.time(), "event": event, **self.context, **fields}
+        line = json.dumps(entry, default=str) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_current: RunLedger | None = None
+"""The ledger the training process opened for its own events (:func:`open_ledger`, :func:`record`)."""
+
+
+def open_ledger(run_dir: Path, **context: Any) -> RunLedger:
+    """Direct this process's events (:func:`record`) to ``run_dir``; ``context`` (attempt id, launcher...) is added
+    to every event. Returns that ledger."""
+    global _current
+    _current = RunLedger(Path(run_dir), dict(context))
+    return _current
 
 
 def record(event: str, **fields: Any) -> None:
-    """Append one event as a JSON line; one write call per line, so a crash loses at most that line."""
-    if _path is None:
-        return
-    entry = {"time": time.time(), "event": event, **_context, **fields}
-    line = json.dumps(entry, default=str) + "\n"
-    fd = os.open(_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Append one event to the ledger this process opened; nothing before :func:`open_ledger`."""
+    if _current is not None:
+        _current.record(event, **fields)
+
+
+def attempt_ledger(run_dir: Path, since: float, pid: int | None = None) -> RunLedger | None:
+    """The ledger of the attempt that process ``pid`` (this one by default) started in ``run_dir`` at or after
+    ``since`` (Unix seconds), or None when it started none there.
+
+    An attempt begins with a ``process_start`` event that names its process. What is recorded through the returned
+    ledger carries the attempt's context, the fields that every event of the attempt so far carries alike (attempt
+    id, launcher, host, placement), so that code running around the training (a launcher that requeues the job)
+    adds events that count to that attempt."""
+    pid = os.getpid() if pid is None else pid
+    events = read(run_dir)
+    starts = [
+        index
+        for index, event in enumerate(events)
+        if event.get("event") == "process_start"
+        and event.get("pid") == pid
+        and "attempt" in event
+        and float(event.get("time", 0.0)) >= since
+    ]
+    if not starts:
+        return None
+    attempt = events[starts[-1]]["attempt"]
+    own = [event for event in events[starts[-1] :] if event.get("attempt") == attempt]
+    context = {
+        key: value
+        for key, value in own[0].items()
+        if key not in ("time", "event") and all(key in event and event[key] == value for event in own[1:])
+    }
+    return RunLedger(Path(run_dir), context)
 
 
 def submitted_at(environ: dict[str, str] | None = None) -> float | None:

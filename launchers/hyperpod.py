@@ -14,9 +14,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.rundir import SOURCE_COMMIT_ENV, SOURCE_DIRTY_ENV, SOURCE_SNAPSHOT_ENV
+from launchers.settings import HyperPodSettings
+
+if TYPE_CHECKING:
+    import submitit
 
 # Present on every node of a SageMaker HyperPod cluster (the lifecycle scripts' provisioning data).
 HYPERPOD_MARKER = Path("/opt/sagemaker_cluster")
@@ -48,28 +52,26 @@ def on_hyperpod() -> bool:
     return HYPERPOD_MARKER.exists()
 
 
-def tasks_per_node(params: dict[str, Any]) -> int:
-    """One training process per GPU; `tasks_per_node_override` (or 1) processes on CPU-only nodes."""
-    gpus = params.get("gpus_per_node") or 0
-    return int(params.get("tasks_per_node_override") or gpus or 1)
+def tasks_per_node(settings: HyperPodSettings) -> int:
+    """One training process per GPU; `tasks_per_node` (or 1) processes on CPU-only nodes."""
+    return int(settings.tasks_per_node or settings.gpus_per_node or 1)
 
 
-def auto_resume_enabled(params: dict[str, Any]) -> bool:
-    asked = params.get("auto_resume")
-    return on_hyperpod() if asked is None else bool(asked)
+def auto_resume_enabled(settings: HyperPodSettings) -> bool:
+    return on_hyperpod() if settings.auto_resume is None else bool(settings.auto_resume)
 
 
-def srun_arguments(params: dict[str, Any], workdir: Path) -> list[str]:
+def srun_arguments(settings: HyperPodSettings, workdir: Path) -> list[str]:
     """Arguments of the `srun` that starts the training processes (auto-resume, container, user extras)."""
     arguments = []
-    if auto_resume_enabled(params):
+    if auto_resume_enabled(settings):
         arguments.append("--auto-resume=1")
-    if params.get("container_image"):
-        arguments.append(f"--container-image={params['container_image']}")
+    if settings.container_image:
+        arguments.append(f"--container-image={settings.container_image}")
         arguments.append(f"--container-workdir={workdir}")
-        if params.get("container_mounts"):
-            arguments.append(f"--container-mounts={','.join(params['container_mounts'])}")
-    arguments.extend(params.get("srun_args") or [])
+        if settings.container_mounts:
+            arguments.append(f"--container-mounts={','.join(settings.container_mounts)}")
+    arguments.extend(settings.srun_args)
     return arguments
 
 
@@ -123,47 +125,77 @@ def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
 
 
 def executor_parameters(
-    params: dict[str, Any], code_dir: Path, workdir: Path, source: SourceSnapshot | None = None
+    settings: HyperPodSettings, job_name: str, code_dir: Path, workdir: Path, source: SourceSnapshot | None = None
 ) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters (sbatch flags, setup lines, srun arguments) for one run.
+    """submitit SlurmExecutor parameters (sbatch flags, setup lines, srun arguments) of the runs of one submission.
 
     `code_dir` is the folder the jobs import the project from: the source snapshot's copy of train.py's folder
     when there is one (`source`, whose path, commit and dirty flag the jobs see in RLFORGE_SOURCE_*)."""
-    tasks = tasks_per_node(params)
-    gpus = params.get("gpus_per_node") or 0
-    sbatch_extra = {"requeue": True, **(params.get("additional_parameters") or {})}
+    tasks = tasks_per_node(settings)
+    sbatch_extra = {"requeue": True, **settings.sbatch_params}
     # Jobs start in the submit directory; the code must be importable from wherever train.py was started.
     setup = [f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}"]
     if source is not None:
         setup += [f"export {name}={shlex.quote(value)}" for name, value in source.environment().items()]
-    setup += [*(params.get("setup_lines") or []), *(params.get("setup") or []), *STDERR_MARK]
+    setup += [*settings.setup, *STDERR_MARK]
     parameters: dict[str, Any] = {
-        "job_name": params.get("name") or "train",
-        "time": int(params["timeout_min"]),
-        "nodes": int(params["nodes"]),
+        "job_name": job_name,
+        "time": int(settings.time_limit_min),
+        "nodes": int(settings.nodes),
         "ntasks_per_node": tasks,
-        "signal_delay_s": int(params["signal_delay_s"]),
-        "array_parallelism": int(params["array_parallelism"]),
+        "signal_delay_s": int(settings.signal_delay_s),
+        "array_parallelism": int(settings.array_parallelism),
         "setup": setup,
-        "srun_args": srun_arguments(params, workdir),
+        "srun_args": srun_arguments(settings, workdir),
         "additional_parameters": sbatch_extra,
-        "stderr_to_stdout": bool(params.get("stderr_to_stdout")),
     }
     # HyperPod's auto-resume restarts the step itself after a node failure; a requeue on top would restart the
     # run a second time for the same failure.
-    requeue = bool(params.get("requeue_failed_steps", True)) and not auto_resume_enabled(params)
-    parameters["teardown"] = killed_step_teardown(int(params["max_requeues"]), requeue=requeue)
-    if gpus:
-        parameters["gpus_per_node"] = int(gpus)
-    if params.get("cpus_per_task"):
-        parameters["cpus_per_task"] = int(params["cpus_per_task"])
-    if params.get("mem_per_task_gb"):
+    requeue = settings.requeue_failed_steps and not auto_resume_enabled(settings)
+    parameters["teardown"] = killed_step_teardown(int(settings.max_requeues), requeue=requeue)
+    if settings.gpus_per_node:
+        parameters["gpus_per_node"] = int(settings.gpus_per_node)
+    if settings.cpus_per_task:
+        parameters["cpus_per_task"] = int(settings.cpus_per_task)
+    if settings.mem_per_task_gb:
         # sbatch's --mem is per node; the launcher's setting is per training process.
-        parameters["mem"] = f"{int(round(float(params['mem_per_task_gb']) * 1024 * tasks))}MB"
+        parameters["mem"] = f"{int(round(float(settings.mem_per_task_gb) * 1024 * tasks))}MB"
     for key in ("partition", "account", "qos"):
-        if params.get(key):
-            parameters[key] = params[key]
+        if getattr(settings, key):
+            parameters[key] = getattr(settings, key)
     return parameters
+
+
+def submitit_folder(sweep_dir: str) -> str:
+    """Where submitit keeps a submission's batch script, pickled calls and logs: `<sweep dir>/.submitit/<job id>`."""
+    return f"{sweep_dir}/.submitit/%j"
+
+
+def make_executor(
+    settings: HyperPodSettings,
+    *,
+    job_name: str,
+    sweep_dir: str,
+    code_dir: Path,
+    workdir: Path,
+    source: SourceSnapshot | None = None,
+) -> submitit.SlurmExecutor:
+    """The submitit executor that submits the runs of one sweep (`sweep_dir`, as Hydra names it) as one job array.
+
+    `code_dir` is train.py's folder, `workdir` the folder the jobs start in (the submit directory), `source` the
+    snapshot the jobs run instead of `code_dir` (None: the live folder)."""
+    import submitit
+
+    executor = submitit.SlurmExecutor(
+        folder=submitit_folder(sweep_dir),
+        # submitit's own SIGUSR2 handler requeues a job until the run takes the signal over; same bound.
+        max_num_timeout=int(settings.max_requeues),
+        python=python_command(settings),
+    )
+    executor.update_parameters(
+        **executor_parameters(settings, job_name, source.code_dir if source else code_dir, workdir, source=source)
+    )
+    return executor
 
 
 SOURCE_PREFIX = "source-"
@@ -297,28 +329,28 @@ def _check_writable(folder: Path) -> str | None:
     return None
 
 
-def check_before_submit(params: dict[str, Any], output_root: Path, code_dir: Path | None = None) -> list[str]:
+def check_before_submit(settings: HyperPodSettings, output_root: Path, code_dir: Path | None = None) -> list[str]:
     """Everything that can be found wrong before queueing; returns warnings, raises SubmitCheckError on errors.
 
     `code_dir` is train.py's folder, which must be in a git work tree when the source is snapshot."""
     errors: list[str] = []
     warnings: list[str] = []
-    nodes, gpus = params.get("nodes"), params.get("gpus_per_node") or 0
-    if not isinstance(nodes, int) or nodes < 1:
+    nodes, gpus = settings.nodes, settings.gpus_per_node
+    if nodes < 1:
         errors.append(f"launcher.nodes={nodes}: a run needs at least 1 node")
     if gpus < 0 or gpus > MAX_GPUS_PER_NODE:
         errors.append(f"launcher.gpus_per_node={gpus}: use 0 (CPU) to {MAX_GPUS_PER_NODE}")
-    override = params.get("tasks_per_node_override")
-    if override is not None and (override < 1 or (gpus and override != gpus)):
+    tasks = settings.tasks_per_node
+    if tasks is not None and (tasks < 1 or (gpus and tasks != gpus)):
         errors.append(
-            f"launcher.tasks_per_node={override}: one process runs per GPU; leave it null when "
+            f"launcher.tasks_per_node={tasks}: one process runs per GPU; leave it null when "
             "gpus_per_node > 0, or give at least 1 on CPU nodes"
         )
-    if params.get("cpus_per_task") is not None and params["cpus_per_task"] < 1:
-        errors.append(f"launcher.cpus_per_task={params['cpus_per_task']}: give at least 1 or null")
-    if params.get("mem_per_task_gb") is not None and params["mem_per_task_gb"] <= 0:
-        errors.append(f"launcher.mem_per_task_gb={params['mem_per_task_gb']}: give a positive size or null")
-    timeout_min, delay_s = params.get("timeout_min", 0), params.get("signal_delay_s", 0)
+    if settings.cpus_per_task is not None and settings.cpus_per_task < 1:
+        errors.append(f"launcher.cpus_per_task={settings.cpus_per_task}: give at least 1 or null")
+    if settings.mem_per_task_gb is not None and settings.mem_per_task_gb <= 0:
+        errors.append(f"launcher.mem_per_task_gb={settings.mem_per_task_gb}: give a positive size or null")
+    timeout_min, delay_s = settings.time_limit_min, settings.signal_delay_s
     if timeout_min < 1:
         errors.append(f"launcher.time_limit_min={timeout_min}: give the job's wall-clock limit in minutes (>= 1)")
     elif delay_s < 0 or delay_s >= timeout_min * 60:
@@ -326,9 +358,9 @@ def check_before_submit(params: dict[str, Any], output_root: Path, code_dir: Pat
             f"launcher.signal_delay_s={delay_s} must be shorter than the time limit "
             f"({timeout_min} min = {timeout_min * 60} s), or the checkpoint signal comes before the run starts"
         )
-    if params.get("max_requeues", 0) < 0:
-        errors.append(f"launcher.max_requeues={params['max_requeues']}: give 0 or more")
-    if params.get("source_snapshot", True) and code_dir is not None and work_tree_root(code_dir) is None:
+    if settings.max_requeues < 0:
+        errors.append(f"launcher.max_requeues={settings.max_requeues}: give 0 or more")
+    if settings.source_snapshot and code_dir is not None and work_tree_root(code_dir) is None:
         errors.append(
             f"{code_dir} is not in a git work tree, which launcher.source_snapshot=true copies for the jobs; "
             "run from a git checkout, or set launcher.source_snapshot=false to run the live folder"
@@ -343,17 +375,17 @@ def check_before_submit(params: dict[str, Any], output_root: Path, code_dir: Pat
     if shutil.which("sbatch") is None:
         errors.append("`sbatch` is not on PATH: submit from a Slurm login or head node")
     elif not errors:
-        errors.extend(_check_cluster(params, nodes, gpus))
+        errors.extend(_check_cluster(settings.partition, nodes, gpus))
     if errors:
         raise SubmitCheckError("nothing was submitted:\n  - " + "\n  - ".join(errors))
     return warnings
 
 
-def _check_cluster(params: dict[str, Any], nodes: int, gpus: int) -> list[str]:
+def _check_cluster(asked_partition: str | None, nodes: int, gpus: int) -> list[str]:
     """Partition, node count and GPUs against what the controller reports."""
     partitions = {line.rstrip("*"): line.endswith("*") for line in _sinfo("-o", "%P")}
-    partition = params.get("partition") or next((name for name, default in partitions.items() if default), None)
-    if params.get("partition") and partition not in partitions:
+    partition = asked_partition or next((name for name, default in partitions.items() if default), None)
+    if asked_partition and partition not in partitions:
         return [f"launcher.partition={partition} does not exist; partitions: {', '.join(sorted(partitions))}"]
     if partition is None:
         return ["the cluster has no default partition; set launcher.partition"]
@@ -432,12 +464,12 @@ def wait_for(jobs: Sequence[Any], poll_interval_s: float, out: Callable[[str], N
         time.sleep(poll_interval_s)
 
 
-def python_command(params: dict[str, Any]) -> str:
+def python_command(settings: HyperPodSettings) -> str:
     """Interpreter of the compute nodes: the launcher's setting, or the one running this submission.
 
     `-P` keeps the job's working directory (the submit directory, often the live checkout) off the front of
     sys.path, where `python -m` would put it: the project is imported from PYTHONPATH, the source snapshot."""
-    return f"{params.get('python') or shlex.quote(sys.executable)} -P"
+    return f"{settings.python or shlex.quote(sys.executable)} -P"
 
 
 def code_dir() -> Path:

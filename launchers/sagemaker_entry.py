@@ -562,22 +562,21 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def entry_ledger(run_dir: Path) -> Callable[..., None]:
-    """Open the run's ledger for this process's own events; returns the function that records one.
+    """The function that records this process's own events in the run's ledger.
 
     Only the first instance calls it: it holds the run directory that rank 0 writes, and every instance syncs the
     same checkpoint URI, so a ledger written elsewhere would replace the real one in S3."""
     from core import ledger
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    ledger.open_ledger(
-        run_dir,
-        writer=ENTRY_WRITER,
-        launcher="sagemaker",
-        host=os.uname().nodename,
-        job=os.environ.get("TRAINING_JOB_NAME"),
+    context = {
+        "writer": ENTRY_WRITER,
+        "launcher": "sagemaker",
+        "host": os.uname().nodename,
+        "job": os.environ.get("TRAINING_JOB_NAME"),
         **ledger.placement(),
-    )
-    return ledger.record
+    }
+    return ledger.RunLedger(run_dir, context).record
 
 
 def _record_nothing(_event: str, **_fields: Any) -> None:

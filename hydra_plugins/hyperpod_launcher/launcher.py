@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from core import ledger
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+from launchers.settings import HyperPodSettings, settings_from_config
 
 if TYPE_CHECKING:
     from launchers.hyperpod import SourceSnapshot
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class HyperPodLauncher(SlurmLauncher):
-    """hydra-submitit-launcher's Slurm launcher, changed in five ways.
+class HyperPodLauncher(Launcher):
+    """Sends the runs of a sweep to Slurm through submitit as one job array; its settings are the composed
+    config's `launcher` node (launchers.settings.HyperPodSettings).
 
     - `launch` checks the request on the submit host, copies the source into the sweep directory (the jobs run
       that copy, whatever happens to the work tree later), submits (a sweep as one job array), prints job ids
@@ -38,6 +40,13 @@ class HyperPodLauncher(SlurmLauncher):
     - A training step killed by a signal requeues the job, unless it was killed for exceeding its memory or
       HyperPod's auto-resume restarts it (see launchers.hyperpod.killed_step_teardown).
     """
+
+    def __init__(self) -> None:
+        # The `hydra/launcher` node only names this class: every setting is read from the composed config.
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.settings: HyperPodSettings | None = None
 
     def __call__(
         self,
@@ -55,6 +64,7 @@ class HyperPodLauncher(SlurmLauncher):
         from launchers import slurm_job
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        started = time.time()
         Singleton.set_state(singleton_state)
         setup_globals()
         slurm_job.export_distributed_env()
@@ -96,19 +106,34 @@ class HyperPodLauncher(SlurmLauncher):
             if decision.kind is slurm_job.StopKind.STOP:
                 log.warning("%s: %s; not requeued", stop, decision.explanation)
             else:
-                self._leave_for_next_attempt(decision, stop, job_environment.job_id)
+                self._leave_for_next_attempt(decision, stop, job_environment.job_id, run_dir, started)
         if result.status == JobStatus.FAILED:
             # Raising (rather than returning the failure) makes Slurm record the job as FAILED.
             raise result._return_value
         return result
 
-    def _leave_for_next_attempt(self, decision: StopDecision, stop: BaseException, job_id: str) -> None:
-        """Rank 0: requeue the job unless Slurm already did, record it in the run's ledger, and exit cleanly."""
+    def checkpoint(self, *args: object, **kwargs: object) -> object:
+        """What submitit submits again when it requeues the job on SIGUSR2 by itself (before the run has taken the
+        signal over): this same call."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    def _leave_for_next_attempt(
+        self, decision: StopDecision, stop: BaseException, job_id: str, run_dir: Path, started: float
+    ) -> None:
+        """Rank 0: requeue the job unless Slurm already did, record it in the run's ledger, and exit cleanly.
+
+        The events go to the attempt this process started in `run_dir` since `started` (none if the run stopped
+        before it opened its ledger)."""
         from launchers import slurm_job
 
+        assert self.settings is not None
+        attempt = ledger.attempt_ledger(run_dir, since=started)
+        record = attempt.record if attempt is not None else _record_nothing
         job = decision.job
         if slurm_job.is_preemption(job):
-            ledger.record(
+            record(
                 "preempted",
                 job_id=job_id,
                 signal=decision.signal,
@@ -116,13 +141,13 @@ class HyperPodLauncher(SlurmLauncher):
                 kill_time=job.get("EndTime"),
             )
         if decision.kind is slurm_job.StopKind.REQUEUE:
-            message = slurm_job.requeue_this_job(int(self.params["max_requeues"]))
+            message = slurm_job.requeue_this_job(self.settings.max_requeues)
             requeued_by = "run"
         else:
             message = f"Slurm requeued job {job_id} itself"
             requeued_by = "slurm"
         log.warning("%s (%s): %s", stop, decision.explanation, message)
-        ledger.record(
+        record(
             "requeued",
             job_id=job_id,
             restart_count=slurm_job.restart_count(),
@@ -163,48 +188,52 @@ class HyperPodLauncher(SlurmLauncher):
         return sweep_config
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        """Check the request against this host and the cluster before the sweeper writes or queues anything."""
+        """Read the settings and check the request against this host and the cluster before the sweeper writes or
+        queues anything."""
         from launchers import hyperpod
 
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        output_root = OmegaConf.select(config, "output_root", default=None) or self.params["output_root"]
-        checks = hyperpod.check_before_submit(self.params, Path(str(output_root)).resolve(), hyperpod.code_dir())
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.settings = settings_from_config(config, HyperPodSettings)
+        output_root = OmegaConf.select(config, "output_root", default=None) or self.settings.output_root
+        checks = hyperpod.check_before_submit(self.settings, Path(str(output_root)).resolve(), hyperpod.code_dir())
         for warning in checks:
             log.warning(warning)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Check, submit one job (array) for all runs, report, and return at once unless `wait` is set."""
-        import submitit
-
         from launchers import hyperpod
 
-        assert self.config is not None and self.hydra_context is not None
-        params = self.params
+        assert self.config is not None and self.hydra_context is not None and self.settings is not None
+        settings = self.settings
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
 
         run_dirs, job_params = [], []
         for index, overrides in enumerate(job_overrides, start=initial_job_idx):
             # Composing every run here turns a bad value into an error before anything is queued.
             config = self._job_config(list(overrides), index, f"job_id_for_{index}")
+            if settings_from_config(config, HyperPodSettings) != settings:
+                raise ValueError(
+                    f"run #{index} ({' '.join(filter_overrides(list(overrides)))}) changes launcher settings; the "
+                    "runs of one sweep are one Slurm job array and share them: sweep them in separate submissions"
+                )
             run_dirs.append(str(Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).resolve()))
             job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state()))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
         code_dir, source, job_launcher = hyperpod.code_dir(), None, self
-        if params.get("source_snapshot", True):
+        if settings.source_snapshot:
             source = hyperpod.snapshot_source(code_dir, sweep_dir)
             log.info("jobs run the source copied to %s (%d files)", source.path, source.file_count)
             job_launcher = self._running_from(source, code_dir)
-        submitit_folder = str(params["submitit_folder"])
-        executor = submitit.SlurmExecutor(
-            folder=submitit_folder,
-            max_num_timeout=int(params["max_num_timeout"]),
-            python=hyperpod.python_command(params),
-        )
-        executor.update_parameters(
-            **hyperpod.executor_parameters(
-                params, source.code_dir if source else code_dir, Path(os.getcwd()), source=source
-            )
+        executor = hyperpod.make_executor(
+            settings,
+            job_name=str(OmegaConf.select(self.config, "task.name", default="train")),
+            sweep_dir=str(self.config.hydra.sweep.dir),
+            code_dir=code_dir,
+            workdir=Path(os.getcwd()),
+            source=source,
         )
         # sbatch passes the submitter's environment into the jobs: the ledger counts queue time from this moment.
         os.environ[ledger.SUBMITTED_AT_ENV] = str(time.time())
@@ -223,8 +252,8 @@ class HyperPodLauncher(SlurmLauncher):
         manifest = hyperpod.write_manifest(sweep_dir, runs)
         hyperpod.report(runs, manifest)
 
-        if params.get("wait"):
-            states = hyperpod.wait_for(jobs, float(params["poll_interval_s"]))
+        if settings.wait:
+            states = hyperpod.wait_for(jobs, settings.poll_interval_s)
             returns = []
             for job, run in zip(jobs, runs, strict=True):
                 if states[job.job_id].startswith("COMPLETED"):
@@ -257,3 +286,7 @@ def _in_snapshot(search_path: str, code_dir: Path, snapshot_code_dir: Path) -> s
         return f"{scheme}{snapshot_code_dir / folder.relative_to(code_dir.resolve())}"
     except ValueError:
         return search_path
+
+
+def _record_nothing(_event: str, **_fields: object) -> None:
+    """The ledger of a run that stopped before it opened its own."""

@@ -11,18 +11,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.sagemaker_launcher.config import SageMakerSettings
+from launchers.settings import SageMakerSettings, settings_from_config
 
 log = logging.getLogger(__name__)
-
-
-def settings_from_config(config: DictConfig) -> SageMakerSettings:
-    """The typed launcher settings of a composed config (its `launcher` node)."""
-    if "launcher" not in config or config.launcher is None:
-        raise ValueError("the composed config has no `launcher` node; select it with launcher=sagemaker")
-    node = OmegaConf.to_container(config.launcher, resolve=True)
-    merged = OmegaConf.merge(OmegaConf.structured(SageMakerSettings), node)
-    return OmegaConf.to_object(merged)
 
 
 def wants_resume(config: DictConfig) -> bool:
@@ -32,9 +23,11 @@ def wants_resume(config: DictConfig) -> bool:
 
 
 class SageMakerLauncher(Launcher):
-    """Submits every job to SageMaker instead of running it here; see launchers/sagemaker.py."""
+    """Submits every job to SageMaker instead of running it here, with the settings of each job's composed `launcher`
+    node (launchers.settings.SageMakerSettings); see launchers/sagemaker.py."""
 
-    def __init__(self, **_: object) -> None:
+    def __init__(self) -> None:
+        # The `hydra/launcher` node only names this class: every setting is read from the composed config.
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
@@ -45,9 +38,10 @@ class SageMakerLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        # The launch module imports the AWS SDK lazily; importing it here keeps plugin
-        # discovery (which imports every plugin module) free of it too.
+        # The launch modules import the AWS SDK lazily; importing them here keeps plugin
+        # discovery (which imports every plugin module) free of them too.
         from launchers import sagemaker
+        from launchers.sagemaker_plan import PlannedJob, container_overrides
 
         assert self.config is not None and self.hydra_context is not None
         planned = []
@@ -59,17 +53,18 @@ class SageMakerLauncher(Launcher):
                 sweep_config.hydra.job.id = f"sagemaker_{job_num}"
             task_name = str(OmegaConf.select(sweep_config, "task.name", default="run"))
             record_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+            settings = settings_from_config(sweep_config, SageMakerSettings)
             planned.append(
-                sagemaker.PlannedJob(
+                PlannedJob(
                     job_num=job_num,
-                    settings=settings_from_config(sweep_config),
+                    settings=settings,
                     overrides=list(overrides),
                     task_name=task_name,
                     resume=wants_resume(sweep_config),
-                    record_dir=None if settings_from_config(sweep_config).dry_run else record_dir,
+                    record_dir=None if settings.dry_run else record_dir,
                 )
             )
-            log.info("#%d : %s", job_num, " ".join(sagemaker.container_overrides(overrides)))
+            log.info("#%d : %s", job_num, " ".join(container_overrides(overrides)))
 
         submitted = sagemaker.launch(planned)
         for job in submitted:

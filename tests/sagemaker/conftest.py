@@ -92,9 +92,9 @@ def aws(moto_endpoint, monkeypatch, tmp_path):
     state = Aws(endpoint=moto_endpoint)
     state.client("s3").create_bucket(Bucket=BUCKET)
 
-    from launchers import sagemaker
+    from launchers import sagemaker_aws
 
-    real_open = sagemaker.open_boto_session
+    real_open = sagemaker_aws.open_boto_session
 
     def open_and_capture(settings):
         boto_session = real_open(settings)
@@ -110,5 +110,5 @@ def aws(moto_endpoint, monkeypatch, tmp_path):
         boto_session.events.register("after-call.sagemaker.CreateTrainingJob", after_create)
         return boto_session
 
-    monkeypatch.setattr(sagemaker, "open_boto_session", open_and_capture)
+    monkeypatch.setattr(sagemaker_aws, "open_boto_session", open_and_capture)
     return state

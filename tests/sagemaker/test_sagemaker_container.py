@@ -82,7 +82,9 @@ def test_failing_training_reports_its_reason_through_the_failure_file(aws, monke
     submit_dir.mkdir()
     assert (
         run_train(
-            sagemaker_args("algo.max_iterations=2", "device=cpu", "task.kind=no_such_kind"), monkeypatch, submit_dir
+            sagemaker_args("algo.max_iterations=2", "device=cpu", "+task.env_overrides.no_such_setting=1"),
+            monkeypatch,
+            submit_dir,
         )
         == 0
     )
@@ -91,7 +93,7 @@ def test_failing_training_reports_its_reason_through_the_failure_file(aws, monke
     failure = (tmp_path / "job/opt_ml/output/failure").read_text()
     assert failure.startswith("train.py exited with status")
     assert len(failure) <= 1024
-    assert "no_such_kind" in failure
+    assert "no_such_setting" in failure
 
 
 # The toy task at its smallest, as the Slurm tier trains it: an iteration takes milliseconds on the CPU.

@@ -37,9 +37,9 @@ def test_wait_follows_running_jobs_until_they_complete(aws, monkeypatch, tmp_pat
         set_status(aws, name, "InProgress")
 
     aws.on_create.append(start_in_progress)
-    from launchers import sagemaker
+    from launchers import sagemaker_follow
 
-    real_poll = sagemaker.JobTracker.poll
+    real_poll = sagemaker_follow.JobTracker.poll
 
     def poll_and_finish_after_three(tracker):
         polls["count"] += 1
@@ -49,7 +49,7 @@ def test_wait_follows_running_jobs_until_they_complete(aws, monkeypatch, tmp_pat
                 set_status(aws, job.name, "Completed")
         real_poll(tracker)
 
-    monkeypatch.setattr(sagemaker.JobTracker, "poll", poll_and_finish_after_three)
+    monkeypatch.setattr(sagemaker_follow.JobTracker, "poll", poll_and_finish_after_three)
     status = run_train(sagemaker_args("launcher.wait=true", "seed=1,2"), monkeypatch, tmp_path)
     output = capfd.readouterr()
     assert status == 0, output.err
@@ -67,16 +67,16 @@ def test_max_parallel_jobs_holds_back_further_sweep_points(aws, monkeypatch, tmp
         set_status(aws, name, "InProgress")
 
     aws.on_create.append(start_in_progress)
-    from launchers import sagemaker
+    from launchers import sagemaker_follow
 
-    real_poll = sagemaker.JobTracker.poll
+    real_poll = sagemaker_follow.JobTracker.poll
 
     def poll_and_finish(tracker):
         for job in tracker.active:
             set_status(aws, job.name, "Completed")
         real_poll(tracker)
 
-    monkeypatch.setattr(sagemaker.JobTracker, "poll", poll_and_finish)
+    monkeypatch.setattr(sagemaker_follow.JobTracker, "poll", poll_and_finish)
     status = run_train(sagemaker_args("launcher.max_parallel_jobs=1", "seed=1,2,3"), monkeypatch, tmp_path)
     assert status == 0
     assert len(aws.created_jobs) == 3
@@ -142,6 +142,6 @@ def test_the_network_guard_refuses_other_hosts(no_remote_network):
 
 
 def test_submission_turns_the_sdk_telemetry_off():
-    from launchers.sagemaker import sdk_config_without_telemetry
+    from launchers.sagemaker_aws import sdk_config_without_telemetry
 
     assert sdk_config_without_telemetry()["SageMaker"]["PythonSDK"]["Modules"]["TelemetryOptOut"] is True

@@ -68,9 +68,9 @@ def test_report_of_a_followed_job_shows_sagemaker_phases_and_prices_billable_tim
         job.training_job_status, job.secondary_status = "InProgress", "Starting"
 
     aws.on_create.append(start_in_progress)
-    from launchers import sagemaker
+    from launchers import sagemaker_follow
 
-    real_poll = sagemaker.JobTracker.poll
+    real_poll = sagemaker_follow.JobTracker.poll
     emulated: dict[str, dict] = {}
 
     def poll_after_playing(tracker):
@@ -83,7 +83,7 @@ def test_report_of_a_followed_job_shows_sagemaker_phases_and_prices_billable_tim
                 emulated[job.name] = complete_like_sagemaker(aws, job.name, run_dir)
         real_poll(tracker)
 
-    monkeypatch.setattr(sagemaker.JobTracker, "poll", poll_after_playing)
+    monkeypatch.setattr(sagemaker_follow.JobTracker, "poll", poll_after_playing)
     submit = tmp_path / "submit"
     submit.mkdir()
     toy = ("device=cpu", "task.num_envs=16", "algo.max_iterations=3")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import re
+import shlex
 import tarfile
 
 import pytest
 from sagemaker_emulator import BUCKET, IMAGE, ROLE, command_of, run_train, sagemaker_args
 
-from launchers.sagemaker import JOB_NAME_LIMIT, container_overrides, job_stem
+from launchers.sagemaker_plan import JOB_NAME_LIMIT, container_overrides, job_stem
 
 pytestmark = pytest.mark.sagemaker
 
@@ -115,17 +118,71 @@ def test_sweep_creates_one_job_per_point_with_distinct_names_and_checkpoints(aws
     assert sorted(j["TrainingJobName"] for j in listed) == sorted(names)
 
 
+def printed_requests(text: str) -> list[dict]:
+    """The requests a dry run printed: the JSON object after each "dry run, nothing sent" message."""
+    decoder = json.JSONDecoder()
+    requests = []
+    for part in text.split("dry run, nothing sent")[1:]:
+        request, _ = decoder.raw_decode(part[part.index("{") :])
+        requests.append(request)
+    return requests
+
+
+def command_line(request: dict) -> str:
+    """The command line sm_train.sh runs for a request, written as the SDK writes it."""
+    source_code = request["source_code"]
+    return " ".join([source_code["command"], *(shlex.quote(argument) for argument in source_code["args"])])
+
+
 def test_dry_run_prints_the_request_and_sends_nothing(aws, monkeypatch, tmp_path, capfd):
     status = run_train(sagemaker_args("launcher.dry_run=true", "seed=1,2"), monkeypatch, tmp_path)
     output = capfd.readouterr()
     assert status == 0
     assert output.out.count("dry run, nothing sent") + output.err.count("dry run, nothing sent") == 2
+    first = printed_requests(output.out + output.err)[0]
     assert (
-        "command:     exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints "
-        f"--kernel-cache s3://{BUCKET}/rlforge/kernel-cache -- task=toy seed=1" in (output.out + output.err)
+        command_line(first) == "exec python3 -m launchers.sagemaker_entry --checkpoint-dir /opt/ml/checkpoints "
+        f"--kernel-cache s3://{BUCKET}/rlforge/kernel-cache -- task=toy seed=1"
     )
     assert aws.created_jobs == []
     assert aws.keys() == []
+
+
+def test_the_dry_run_prints_the_very_request_a_submission_hands_the_sdk(aws, monkeypatch, tmp_path, capfd):
+    from launchers import sagemaker_aws
+
+    handed = []
+    real_create = sagemaker_aws.create_training_job
+
+    def create_and_keep(sdk_session, request):
+        handed.append(copy.deepcopy(request))
+        return real_create(sdk_session, request)
+
+    monkeypatch.setattr(sagemaker_aws, "create_training_job", create_and_keep)
+    monkeypatch.setenv("WANDB_API_KEY", "secret-value-from-submitter")
+    settings = ("launcher.spot=true", "launcher.secret_env=[WANDB_API_KEY]", "launcher.processes_per_instance=2")
+    (tmp_path / "dry").mkdir()
+    (tmp_path / "sent").mkdir()
+    assert run_train(sagemaker_args("launcher.dry_run=true", *settings), monkeypatch, tmp_path / "dry") == 0
+    (printed,) = printed_requests("".join(capfd.readouterr()))
+    assert run_train(sagemaker_args(*settings), monkeypatch, tmp_path / "sent") == 0
+    (sent,) = handed
+
+    # The two launches differ only in what each launch draws anew: its token (in the job name and a tag), its
+    # submission time, and the secret's value, which the dry run masks.
+    assert printed["environment"].pop("WANDB_API_KEY") == "***"
+    assert sent["environment"].pop("WANDB_API_KEY") == "secret-value-from-submitter"
+    for request in (printed, sent):
+        token = request["base_job_name"].rsplit("-", 2)[1]
+        request["environment"].pop("RLFORGE_SUBMITTED_AT")
+        request.update(json.loads(json.dumps(request).replace(token, "<token>")))
+    assert printed == sent
+    # ... and the request is the one SageMaker received.
+    (created,) = aws.created_jobs
+    assert (
+        created["StoppingCondition"]["MaxWaitTimeInSeconds"] == sent["stopping_condition"]["max_wait_time_in_seconds"]
+    )
+    assert command_of(aws, created) == shlex.split(command_line(sent))
 
 
 def test_job_names_stay_unique_and_within_the_limit():

@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from launchers import hyperpod, slurm_job
+from launchers.settings import HyperPodSettings, settings_from_config
 
 
-def plugin_params(compose_cfg, *overrides: str) -> dict:
-    """The resolved `hydra.launcher` node, as the launcher receives it."""
-    from omegaconf import OmegaConf
-
+def plugin_settings(compose_cfg, *overrides: str) -> HyperPodSettings:
+    """The typed settings the plugin reads from the composed config's `launcher` node."""
     cfg = compose_cfg(["launcher=hyperpod", "task=toy", *overrides], return_hydra_config=True)
-    node = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    return {key: value for key, value in node.items() if key != "_target_"}
+    return settings_from_config(cfg, HyperPodSettings)
 
 
 def test_launcher_settings_reach_the_slurm_plugin(compose_cfg):
     cfg = compose_cfg(["launcher=hyperpod", "launcher.output_root=/fsx/runs"], return_hydra_config=True)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert cfg.output_root == "/fsx/runs"
-    assert cfg.hydra.launcher._target_ == "hydra_plugins.hyperpod_launcher.launcher.HyperPodLauncher"
-    params = plugin_params(
+    # The `hydra/launcher` node names the plugin and nothing else: the plugin reads the `launcher` node.
+    assert dict(cfg.hydra.launcher) == {"_target_": "hydra_plugins.hyperpod_launcher.launcher.HyperPodLauncher"}
+    settings = plugin_settings(
         compose_cfg,
         "launcher.nodes=4",
         "launcher.gpus_per_node=8",
@@ -31,8 +31,9 @@ def test_launcher_settings_reach_the_slurm_plugin(compose_cfg):
         "launcher.partition=p5",
         "launcher.setup=[module load cuda]",
     )
-    assert params["nodes"] == 4 and params["gpus_per_node"] == 8 and params["timeout_min"] == 90
-    assert params["partition"] == "p5" and params["setup_lines"] == ["module load cuda"]
+    parameters = hyperpod.executor_parameters(settings, "toy", code_dir=Path("/code"), workdir=Path("/work"))
+    assert parameters["nodes"] == 4 and parameters["gpus_per_node"] == 8 and parameters["time"] == 90
+    assert parameters["partition"] == "p5" and "module load cuda" in parameters["setup"]
 
 
 def test_a_typo_in_a_launcher_setting_fails_at_composition(compose_cfg):
@@ -47,7 +48,7 @@ def test_a_typo_in_a_launcher_setting_fails_at_composition(compose_cfg):
 def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_lines(compose_cfg, tmp_path):
     from submitit.slurm.slurm import _make_sbatch_string
 
-    params = plugin_params(
+    settings = plugin_settings(
         compose_cfg,
         "launcher.nodes=2",
         "launcher.gpus_per_node=8",
@@ -57,7 +58,7 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
         "launcher.max_requeues=3",
         "+launcher.sbatch_params={exclusive: true}",
     )
-    parameters = hyperpod.executor_parameters(params, code_dir=Path("/code"), workdir=Path("/work"))
+    parameters = hyperpod.executor_parameters(settings, "toy", code_dir=Path("/code"), workdir=Path("/work"))
     assert parameters["ntasks_per_node"] == 8 and parameters["gpus_per_node"] == 8
     assert parameters["mem"] == f"{32 * 1024 * 8}MB"
     script = _make_sbatch_string(command="python -m submitit.core._submit /x", folder=tmp_path, **parameters)
@@ -76,24 +77,23 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
     assert '"${SLURM_RESTART_COUNT:-0}" -lt 3' in teardown and 'scontrol requeue "$SLURM_JOB_ID"' in teardown
 
 
-def submission_script(params: dict, folder: Path) -> str:
+def submission_script(settings: HyperPodSettings, folder: Path) -> str:
     """The batch script submitit writes for these launcher settings (its own text, as sbatch would get it)."""
-    import submitit
-
-    executor = submitit.SlurmExecutor(folder=folder, python=hyperpod.python_command(params))
-    executor.update_parameters(**hyperpod.executor_parameters(params, code_dir=Path("/code"), workdir=folder))
+    executor = hyperpod.make_executor(
+        settings, job_name="toy", sweep_dir=str(folder), code_dir=Path("/code"), workdir=folder
+    )
     return executor._make_submission_file_text(executor._submitit_command_str, "uid")
 
 
 def test_with_auto_resume_a_killed_step_is_restarted_by_hyperpod_alone(compose_cfg, tmp_path):
     """HyperPod restarts the step after a node failure; the script must not requeue the job for it as well."""
-    with_auto_resume = submission_script(plugin_params(compose_cfg, "launcher.auto_resume=true"), tmp_path)
+    with_auto_resume = submission_script(plugin_settings(compose_cfg, "launcher.auto_resume=true"), tmp_path)
     command, teardown = with_auto_resume.split("# command")[1].split("# teardown")
     assert "--auto-resume=1" in command
     assert "scontrol requeue" not in teardown and "SLURM_RESTART_COUNT" not in teardown
     assert "step_ran_out_of_memory" in teardown  # a memory kill is still reported
 
-    without = submission_script(plugin_params(compose_cfg, "launcher.auto_resume=false"), tmp_path)
+    without = submission_script(plugin_settings(compose_cfg, "launcher.auto_resume=false"), tmp_path)
     command, teardown = without.split("# command")[1].split("# teardown")
     assert "--auto-resume" not in command
     assert 'scontrol requeue "$SLURM_JOB_ID"' in teardown
@@ -159,19 +159,19 @@ def test_a_step_killed_for_memory_fails_with_the_reason_instead_of_requeueing(tm
 
 
 def test_cpu_nodes_run_the_asked_number_of_tasks_without_gpu_flags(compose_cfg):
-    params = plugin_params(compose_cfg, "launcher.gpus_per_node=0", "launcher.tasks_per_node=2")
-    parameters = hyperpod.executor_parameters(params, code_dir=Path("/code"), workdir=Path("/work"))
+    settings = plugin_settings(compose_cfg, "launcher.gpus_per_node=0", "launcher.tasks_per_node=2")
+    parameters = hyperpod.executor_parameters(settings, "toy", code_dir=Path("/code"), workdir=Path("/work"))
     assert parameters["ntasks_per_node"] == 2 and "gpus_per_node" not in parameters
 
 
 def test_container_image_and_mounts_go_to_srun(compose_cfg):
-    params = plugin_params(
+    settings = plugin_settings(
         compose_cfg,
         "launcher.container_image=/fsx/images/train.sqsh",
         "launcher.container_mounts=[/fsx:/fsx,/opt/data:/data]",
         "launcher.auto_resume=false",
     )
-    arguments = hyperpod.srun_arguments(params, workdir=Path("/fsx/code"))
+    arguments = hyperpod.srun_arguments(settings, workdir=Path("/fsx/code"))
     assert arguments == [
         "--container-image=/fsx/images/train.sqsh",
         "--container-workdir=/fsx/code",
@@ -180,12 +180,12 @@ def test_container_image_and_mounts_go_to_srun(compose_cfg):
 
 
 def test_auto_resume_follows_the_hyperpod_marker_unless_set(compose_cfg, tmp_path, monkeypatch):
-    params = plugin_params(compose_cfg)
+    settings = plugin_settings(compose_cfg)
     monkeypatch.setattr(hyperpod, "HYPERPOD_MARKER", tmp_path / "absent")
-    assert "--auto-resume=1" not in hyperpod.srun_arguments(params, workdir=tmp_path)
+    assert "--auto-resume=1" not in hyperpod.srun_arguments(settings, workdir=tmp_path)
     monkeypatch.setattr(hyperpod, "HYPERPOD_MARKER", tmp_path)
-    assert "--auto-resume=1" in hyperpod.srun_arguments(params, workdir=tmp_path)
-    assert "--auto-resume=1" not in hyperpod.srun_arguments({**params, "auto_resume": False}, workdir=tmp_path)
+    assert "--auto-resume=1" in hyperpod.srun_arguments(settings, workdir=tmp_path)
+    assert "--auto-resume=1" not in hyperpod.srun_arguments(replace(settings, auto_resume=False), workdir=tmp_path)
 
 
 def test_a_run_dir_with_a_checkpoint_is_continued(tmp_path):
@@ -203,23 +203,23 @@ def test_a_run_dir_with_a_checkpoint_is_continued(tmp_path):
     [
         ({"nodes": 0}, "launcher.nodes=0"),
         ({"gpus_per_node": 64}, "launcher.gpus_per_node=64"),
-        ({"gpus_per_node": 8, "tasks_per_node_override": 2}, "launcher.tasks_per_node=2"),
-        ({"timeout_min": 0}, "launcher.time_limit_min=0"),
-        ({"timeout_min": 2, "signal_delay_s": 120}, "launcher.signal_delay_s=120"),
+        ({"gpus_per_node": 8, "tasks_per_node": 2}, "launcher.tasks_per_node=2"),
+        ({"time_limit_min": 0}, "launcher.time_limit_min=0"),
+        ({"time_limit_min": 2, "signal_delay_s": 120}, "launcher.signal_delay_s=120"),
         ({"mem_per_task_gb": -1}, "launcher.mem_per_task_gb=-1"),
     ],
 )
 def test_insane_requests_are_refused_with_the_setting_to_fix(compose_cfg, tmp_path, change, message):
-    params = {**plugin_params(compose_cfg), **change}
+    settings = replace(plugin_settings(compose_cfg), **change)
     with pytest.raises(hyperpod.SubmitCheckError, match="nothing was submitted") as error:
-        hyperpod.check_before_submit(params, tmp_path)
+        hyperpod.check_before_submit(settings, tmp_path)
     assert message in str(error.value)
 
 
 def test_an_unwritable_output_root_is_refused(compose_cfg, tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(hyperpod.SubmitCheckError, match="is not writable"):
-        hyperpod.check_before_submit(plugin_params(compose_cfg), tmp_path / "a-file" / "outputs")
+        hyperpod.check_before_submit(plugin_settings(compose_cfg), tmp_path / "a-file" / "outputs")
 
 
 def test_rendezvous_port_is_fixed_per_job_and_below_the_ephemeral_range(tmp_path, monkeypatch):
@@ -305,9 +305,9 @@ def test_the_source_snapshot_holds_the_work_tree_as_submitted(tmp_path):
 
 
 def test_without_a_git_work_tree_the_snapshot_is_refused_before_submitting(compose_cfg, tmp_path):
-    params = plugin_params(compose_cfg)
+    settings = plugin_settings(compose_cfg)
     with pytest.raises(hyperpod.SubmitCheckError, match="launcher.source_snapshot=false"):
-        hyperpod.check_before_submit(params, tmp_path / "outputs", code_dir=tmp_path)
+        hyperpod.check_before_submit(settings, tmp_path / "outputs", code_dir=tmp_path)
 
 
 def test_the_jobs_read_config_files_from_the_snapshot(tmp_path):
