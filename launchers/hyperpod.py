@@ -308,6 +308,12 @@ def snapshot_source(code_dir: Path, parent: Path) -> SourceSnapshot:
     )
 
 
+def source_for(settings: HyperPodSettings, code_dir: Path, sweep_dir: Path) -> SourceSnapshot | None:
+    """The source the jobs of one submission run: a snapshot of `code_dir`'s work tree in `sweep_dir`, or None with
+    `launcher.source_snapshot=false` (the jobs run the live `code_dir`)."""
+    return snapshot_source(code_dir, sweep_dir) if settings.source_snapshot else None
+
+
 def _sinfo(*args: str) -> list[str]:
     result = subprocess.run(["sinfo", "-h", *args], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:

@@ -222,9 +222,9 @@ class HyperPodLauncher(Launcher):
             job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state()))
         sweep_dir.mkdir(parents=True, exist_ok=True)
 
-        code_dir, source, job_launcher = hyperpod.code_dir(), None, self
-        if settings.source_snapshot:
-            source = hyperpod.snapshot_source(code_dir, sweep_dir)
+        code_dir, job_launcher = hyperpod.code_dir(), self
+        source = hyperpod.source_for(settings, code_dir, sweep_dir)
+        if source is not None:
             log.info("jobs run the source copied to %s (%d files)", source.path, source.file_count)
             job_launcher = self._running_from(source, code_dir)
         executor = hyperpod.make_executor(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -335,3 +337,34 @@ def test_stop_signals_ask_the_run_to_stop_and_a_signal_without_a_controller_is_n
         assert signal.getsignal(signal.SIGTERM) != signals._handle  # the previous handler is back
     finally:
         lifecycle.clear()
+
+
+def test_the_plugins_ledger_events_count_to_the_attempt_this_process_started(tmp_path):
+    from core import ledger
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    placement = {"launcher": "hyperpod", "host": "node1", "world_size": 2}
+    earlier = ledger.RunLedger(run_dir, {"attempt": "earlier", **placement})
+    earlier.record("process_start", at=1.0, pid=os.getpid(), submitted_at=None, source=None)
+    earlier.record("end", how="interrupted", iteration=3)
+    started = time.time()
+    assert ledger.attempt_ledger(run_dir, since=started) is None, "an earlier attempt's start is not this one's"
+
+    this = ledger.RunLedger(run_dir, {"attempt": "this", **placement})
+    this.record("process_start", at=started, pid=os.getpid(), submitted_at=None, source=None)
+    this.record("config_composed", resuming=True)
+    ledger.RunLedger(run_dir, {"attempt": "other process"}).record("process_start", pid=os.getpid() + 1)
+    this.record("end", how="interrupted", iteration=5)
+    assert ledger.attempt_ledger(run_dir, since=started, pid=os.getpid() + 2) is None
+
+    found = ledger.attempt_ledger(run_dir, since=started)
+    assert found is not None and found.context == {"attempt": "this", **placement}
+    found.record("requeued", by="run")
+    assert ledger.read(run_dir)[-1] | {"time": 0} == {
+        "time": 0,
+        "event": "requeued",
+        "attempt": "this",
+        **placement,
+        "by": "run",
+    }
