@@ -152,6 +152,8 @@ class PPOTrainer(OnPolicyRunner):
         self.fence_from: int | None = None
         """Set on a resumed run: curves logged at this step or later by an earlier attempt are hidden."""
         self.last_stats: dict[str, Any] = {}
+        self.recorder = None
+        """Called after every rollout step as ``recorder.after_step(iterations_done, log_writer)`` when set (clips)."""
         self.allreduce_s = 0.0
         if self.is_distributed:
             self._time_gradient_allreduce()
@@ -305,6 +307,8 @@ class PPOTrainer(OnPolicyRunner):
             obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
             self.alg.process_env_step(obs, rewards, dones, extras)
             self.logger.process_env_step(rewards, dones, extras, None)
+            if self.recorder is not None:
+                self.recorder.after_step(self.iterations_done, self.logger.writer)
         if nan_watch is not None:
             nan_watch.check()
         return obs

@@ -389,6 +389,12 @@ class LoggerConfig:
     """wandb tags."""
     mode: WandbMode = WandbMode.auto
     """wandb mode: ``online``, ``offline``, or ``auto`` (offline when no API key is configured)."""
+    video_interval: int = 0
+    """Record a clip of env 0 every this many iterations (0: never): an MP4, GIF and contact sheet under the run's
+    ``videos/``, the GIF in TensorBoard's images, the MP4 in wandb. Needs EGL for Isaac Lab tasks; on a CPU a
+    frame costs tens of milliseconds (docs/video.md)."""
+    video_seconds: float = 5.0
+    """Length of each training clip [simulated seconds]."""
 
 
 # ----------------------------------------------------------------------------------------- launcher

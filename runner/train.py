@@ -308,6 +308,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
     started = time.perf_counter()
     with _startup_output(cfg, run_dir, info.is_main):
         handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.clip_actions)
+    recorder = None
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
@@ -341,6 +342,10 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
             )
         start_iteration = _restore_latest(trainer, run_dir, device, info.is_main, resuming)
         if info.is_main:
+            from video.recorder import recorder_for
+
+            trainer.recorder = recorder = recorder_for(cfg, handle.env, run_dir)  # None unless logger.video_interval
+        if info.is_main:
             where = f"; start-up output in {run_dir / STARTUP_LOG}" if cfg.console == "compact" else ""
             print(f"[rlforge] ready to train in {time.perf_counter() - started:.1f} s{where}", flush=True)
         if info.is_main and cfg.console == "compact":
@@ -361,6 +366,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
                 ledger.record("end", how="failed", error=repr(error)[:500], iteration=trainer.iterations_done)
             raise
     finally:
+        if recorder is not None:
+            recorder.close()
         handle.close()
         # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out.
         if info.is_distributed and torch.distributed.is_initialized():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from tensordict import TensorDict
@@ -79,6 +80,38 @@ class PointMassVelocityEnv:
             extras["log"]["Metrics/velocity_error"] = error[done_ids].sqrt().mean()
             self._resample(done_ids)
         return self.get_observations(), reward, time_outs.long(), extras
+
+    def render(self, env_id: int = 0, width: int = 320, height: int = 240) -> np.ndarray:
+        """A picture of env ``env_id`` in velocity space, (height, width, 3) uint8: the point mass (orange disc)
+        sits at its velocity, the command is a green arrow from the centre; a tracking policy keeps the disc on
+        the arrow's tip. Grey rings mark 1 and 2 m/s; the commanded range is 1 m/s per axis."""
+        size = min(width, height)
+        scale = size / 6.0  # pixels per m/s: +-3 m/s fill the shorter side
+        center = np.array([width / 2.0, height / 2.0])
+        rows, cols = np.mgrid[0:height, 0:width]
+        radius = np.hypot(cols - center[0], rows - center[1])
+        image = np.empty((height, width, 3), dtype=np.uint8)
+        image[:] = (245, 245, 240)
+        for ring in (1.0, 2.0):
+            image[np.abs(radius - ring * scale) < 1.0] = (200, 200, 200)
+        image[np.abs(rows - center[1]) < 0.6] = (215, 215, 215)
+        image[np.abs(cols - center[0]) < 0.6] = (215, 215, 215)
+
+        def pixel(velocity: torch.Tensor) -> np.ndarray:  # screen y grows downwards
+            x, y = velocity.detach().cpu().double().tolist()
+            return center + scale * np.array([x, -y])
+
+        tip = pixel(self.command[env_id])
+        shaft = tip - center
+        # Distance of every pixel to the segment centre -> tip: the arrow's shaft is the pixels closer than 2.
+        along = np.clip(
+            ((cols - center[0]) * shaft[0] + (rows - center[1]) * shaft[1]) / max(shaft @ shaft, 1e-9), 0, 1
+        )
+        image[np.hypot(cols - center[0] - along * shaft[0], rows - center[1] - along * shaft[1]) < 2.0] = (30, 170, 60)
+        image[np.hypot(cols - tip[0], rows - tip[1]) < 5.0] = (30, 170, 60)
+        mass = pixel(self.velocity[env_id])
+        image[np.hypot(cols - mass[0], rows - mass[1]) < max(4.0, size / 24.0)] = (237, 107, 20)
+        return image
 
 
 TOY_OVERRIDES = {"startup_delay_s": "seconds the build waits before the env exists, as a slow simulator start does"}
