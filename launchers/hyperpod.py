@@ -356,13 +356,13 @@ def check_before_submit(settings: HyperPodSettings, output_root: Path, code_dir:
         errors.append(f"launcher.cpus_per_task={settings.cpus_per_task}: give at least 1 or null")
     if settings.mem_per_task_gb is not None and settings.mem_per_task_gb <= 0:
         errors.append(f"launcher.mem_per_task_gb={settings.mem_per_task_gb}: give a positive size or null")
-    timeout_min, delay_s = settings.time_limit_min, settings.signal_delay_s
-    if timeout_min < 1:
-        errors.append(f"launcher.time_limit_min={timeout_min}: give the job's wall-clock limit in minutes (>= 1)")
-    elif delay_s < 0 or delay_s >= timeout_min * 60:
+    time_limit_min, delay_s = settings.time_limit_min, settings.signal_delay_s
+    if time_limit_min < 1:
+        errors.append(f"launcher.time_limit_min={time_limit_min}: give the job's wall-clock limit in minutes (>= 1)")
+    elif delay_s < 0 or delay_s >= time_limit_min * 60:
         errors.append(
             f"launcher.signal_delay_s={delay_s} must be shorter than the time limit "
-            f"({timeout_min} min = {timeout_min * 60} s), or the checkpoint signal comes before the run starts"
+            f"({time_limit_min} min = {time_limit_min * 60} s), or the checkpoint signal comes before the run starts"
         )
     if settings.max_requeues < 0:
         errors.append(f"launcher.max_requeues={settings.max_requeues}: give 0 or more")
