@@ -105,6 +105,70 @@ def hourly_price(prices: dict[str, Any], table: str, instance_type: str | None, 
     return float(price)
 
 
+@dataclass
+class CostEstimate:
+    """What a submission may cost at most: runs x instances x hours x the price of an instance-hour."""
+
+    runs: int
+    instances_per_run: int
+    hours_per_run: float
+    """The most a run may last (its time limit), in hours."""
+    instance_type: str | None
+    table: str
+    spot: bool
+    price_per_hour: float | None
+    """Per instance-hour, Spot's fraction applied; None when the table does not list the instance type."""
+    currency: str
+
+    @property
+    def instance_hours(self) -> float:
+        return self.runs * self.instances_per_run * self.hours_per_run
+
+    @property
+    def cost(self) -> float | None:
+        return None if self.price_per_hour is None else self.instance_hours * self.price_per_hour
+
+    def line(self) -> str:
+        """One line for a dry run: the product spelled out, and what the figure assumes."""
+        kind = self.instance_type or "instance"
+        product = f"{self.runs} run(s) x {self.instances_per_run} {kind} x {self.hours_per_run:g} h"
+        if self.cost is None:
+            return (
+                f"estimated cost: {product} = {self.instance_hours:g} instance-hours; no price for {kind} in the "
+                f"'{self.table}' table of the price file"
+            )
+        spot = "; Spot: the price file's spot_price_fraction of on-demand, assumed" if self.spot else ""
+        return (
+            f"estimated cost at most: {product} x {self.price_per_hour:.4g} {self.currency}/h = "
+            f"{self.cost:,.2f} {self.currency} (every run to its time limit; list prices of conf/prices.yaml{spot})"
+        )
+
+
+def estimate_cost(
+    *,
+    table: str,
+    instance_type: str | None,
+    instances_per_run: int,
+    hours_per_run: float,
+    runs: int,
+    spot: bool = False,
+    prices: dict[str, Any] | None = None,
+) -> CostEstimate:
+    """The most a submission of ``runs`` runs can cost, each holding ``instances_per_run`` instances for at most
+    ``hours_per_run`` hours, at the ``table`` price of ``instance_type`` (``hyperpod`` or ``training_job``)."""
+    prices = prices if prices is not None else load_prices()
+    return CostEstimate(
+        runs=runs,
+        instances_per_run=instances_per_run,
+        hours_per_run=hours_per_run,
+        instance_type=instance_type,
+        table=table,
+        spot=spot,
+        price_per_hour=hourly_price(prices, table, instance_type, spot=spot) if instance_type else None,
+        currency=str(prices.get("currency", "USD")),
+    )
+
+
 # ------------------------------------------------------------------------------------------- figures
 @dataclass
 class Attempt:

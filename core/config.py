@@ -12,13 +12,6 @@ from omegaconf import MISSING
 
 
 # ---------------------------------------------------------------------------------------- choices
-class TaskKind(StrEnum):
-    """Environment builders (registered in ``tasks/registry.py``)."""
-
-    isaaclab = "isaaclab"
-    toy = "toy"
-
-
 class LearningRateSchedule(StrEnum):
     """rsl-rl's learning-rate schedules."""
 
@@ -213,8 +206,11 @@ class TaskConfig:
 
     name: str = MISSING
     """Short task name, used for the run directory (``outputs/<name>/...``)."""
-    kind: TaskKind = TaskKind.isaaclab
-    """``isaaclab``: an Isaac Lab manager-based environment; ``toy``: a small pure-torch environment for quick checks."""
+    kind: str = "isaaclab"
+    """The environment builder, one of the kinds registered in ``tasks/registry.py`` (the registry owns the list,
+    and a kind a project registers itself is valid too): ``isaaclab``, an Isaac Lab manager-based environment;
+    ``toy``, a small pure-torch environment for quick checks. An unknown kind is refused, with the registered
+    ones listed, before anything is built."""
     isaaclab_id: str | None = None
     """Isaac Lab's registered environment id that this task starts from."""
     num_envs: int = 4096

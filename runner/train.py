@@ -259,8 +259,13 @@ def _run(cfg: DictConfig) -> float:
     import torch
 
     from core import checkpoint
+    from tasks.registry import list_kinds
 
     global _runs_in_this_process
+    if cfg.task.kind not in list_kinds():
+        raise ValueError(
+            f"task.kind={cfg.task.kind} is not a registered task kind; registered: {', '.join(list_kinds())}"
+        )
     # The first run of a process started with it; a later one (the next point of a local sweep) starts now.
     started = _PROCESS_START if _runs_in_this_process == 0 else time.time()
     _runs_in_this_process += 1

@@ -30,7 +30,7 @@ _BUILDERS: dict[str, str] = {}
 
 def register_kind(kind: str, builder_path: str) -> None:
     """Register a builder by ``module:function`` path, imported only when used; a duplicate kind is refused.
-    ``task.kind`` is typed by ``core.config.TaskKind``, so a new kind is named there too."""
+    This registry is the one list of valid ``task.kind`` values."""
     if kind in _BUILDERS:
         raise ValueError(f"task kind '{kind}' is already registered (by {_BUILDERS[kind]})")
     _BUILDERS[kind] = builder_path
