@@ -23,6 +23,8 @@ OVERRIDES = "overrides.yaml"
 """The command-line overrides the run was started with; a relaunch starts from them."""
 SUMMARY = "summary.json"
 """Written when the run ends: iterations, the final checkpoint, the objective."""
+CONSOLE_LOG = "console.log"
+"""A copy of what the run printed (every attempt appends): the run's log file."""
 STARTUP_LOG = "startup.log"
 """What the simulator and the learner printed while the run started (with ``console=compact``): Isaac Lab's
 manager tables, Warp's module loads, rsl-rl's network summary."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from core import accounting, runlock
 from core.ledger import LEDGER
-from core.rundir import CONFIG, MANIFEST, METRICS, SUMMARY
+from core.rundir import CONFIG, CONSOLE_LOG, MANIFEST, METRICS, SUMMARY
 
 SLURM_RECORD = "slurm_jobs.json"
 """Written by the HyperPod launcher next to the runs of a submission (``launchers.hyperpod.write_manifest``)."""
@@ -287,12 +287,12 @@ def status(job: Job, prices: dict[str, Any] | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------------- logs
 def log_file(job: Job) -> Path | None:
-    """The file a job's output goes to: Slurm's job output, or a local run's log (``train.log``)."""
+    """The file a job's output goes to: Slurm's job output, or a local run's copy of its console."""
     if job.launcher == "hyperpod":
         log = job.record.get("log")
         return Path(log.replace("%j", job.id)) if log else None
     if job.launcher == "local":
-        return job.folder / "train.log"
+        return job.folder / CONSOLE_LOG
     return None
 
 

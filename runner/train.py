@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from core.distributed import dist_info, resolve_device
 from core.rundir import (
     CHECKPOINT_DIR,
     CONFIG,
+    CONSOLE_LOG,
     MANIFEST,
     METRICS,
     METRICS_REDONE,
@@ -284,10 +287,11 @@ def _run(cfg: DictConfig) -> float:
     try:
         changes = _check_resume(cfg, run_dir) if resuming else None
         lock = _take_lock(run_dir) if info.is_main else None
-        manifest = _open_run(cfg, run_dir, device, info, started, resuming, lock, changes) if info.is_main else {}
-        # A stop requested before this run began (a launcher's handler held the signal) ends it here.
-        lifecycle.stop_now_if_starting()
-        return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
+        with _console_copy(run_dir if lock is not None else None):
+            manifest = _open_run(cfg, run_dir, device, info, started, resuming, lock, changes) if info.is_main else {}
+            # A stop requested before this run began (a launcher's handler held the signal) ends it here.
+            lifecycle.stop_now_if_starting()
+            return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
     except lifecycle.Interrupted as stop:
         if info.is_main and lock is not None:
             ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
@@ -378,6 +382,43 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
         if info.is_distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return _finish(cfg, trainer, run_dir, device) if info.is_main else float("nan")
+
+
+class _Tee(io.TextIOBase):
+    """The console, and a copy of it in a file: a progress line redrawn on a terminal becomes a line per update."""
+
+    def __init__(self, console, copy) -> None:
+        self.console, self.copy = console, copy
+
+    def write(self, text: str) -> int:
+        self.console.write(text)
+        self.copy.write(text.replace("\r\033[K", "\n").replace("\n\n", "\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.copy.flush()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    def fileno(self) -> int:
+        return self.console.fileno()
+
+
+@contextlib.contextmanager
+def _console_copy(run_dir: Path | None) -> Iterator[None]:
+    """What the run prints also goes to ``run_dir/console.log`` (appended by every attempt): the run's log file."""
+    if run_dir is None:
+        yield
+        return
+    with open(run_dir / CONSOLE_LOG, "a", buffering=1) as copy:
+        console = sys.stdout
+        sys.stdout = _Tee(console, copy)
+        try:
+            yield
+        finally:
+            sys.stdout = console
 
 
 @contextlib.contextmanager
