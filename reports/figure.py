@@ -87,3 +87,33 @@ def figure(points: list[tuple[str, Path, accounting.RunAccount]], rank_key: str 
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+def point_curves(run_dir: Path, out: Path) -> Path:
+    """One run's return, episode length and velocity-tracking error over iterations, side by side in a small PNG
+    (the curves beside the run's clip)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = accounting.counted_metrics(accounting.read_metrics(run_dir))
+    keys = accounting.curve_keys(lines)
+    panels = ("return", "episode length", "velocity-tracking error")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for key in keys[panel]:
+            xs, ys = accounting.curve(lines, key)
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=key.split("/")[-1])
+        if not keys[panel]:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
+        elif len(keys[panel]) > 1:
+            ax.legend(fontsize=6)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out

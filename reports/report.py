@@ -3,8 +3,10 @@
     python scripts/report.py outputs/h1_rough/2026-11-24_10-00-00
     python scripts/report.py outputs/multirun/2026-11-24_10-00-00 --rank-by Metrics/base_velocity/error_vel_xy --lowest
     python scripts/report.py <run> --table training_job --instance-type ml.g5.2xlarge   # priced as a Training Job
+    python scripts/report.py outputs/multirun/2026-11-24_10-00-00 --videos      # a clip per point, beside its curves
 
-Writes report.png, report.html and report.json into the run (or sweep) directory unless --out says elsewhere.
+Writes report.png, report.html and report.json into the run (or sweep) directory unless --out says elsewhere. Runs
+with clips (logger.video_interval, play.py --video) show them beside their curves; --videos makes the missing ones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from reports.page import html_grid, html_page, html_rows
 from reports.ranking import rank_value, sort_value
 from reports.rows import attempt_grid, phase_grid, run_rows
 from reports.text import duration, grid, money, number, text_table
+from video.files import newest_clip
 
 
 def report(
@@ -31,8 +34,14 @@ def report(
     table: str | None = None,
     rank_key: str | None = None,
     lowest_first: bool = False,
+    make_clips: bool = False,
+    clip_seconds: float = 10.0,
+    clip_envs: int = 4,
 ) -> dict[str, Any]:
-    """Print the report of a run or sweep directory and write its PNG, HTML and JSON; returns the JSON data."""
+    """Print the report of a run or sweep directory and write its PNG, HTML and JSON; returns the JSON data.
+
+    Each run's clip is shown beside its curves when it has one; ``make_clips`` plays the newest checkpoint of a run
+    without one (``clip_envs`` envs, at most ``clip_seconds`` of env 0) to make it."""
     target = Path(target).resolve()
     prices = accounting.load_prices(prices_path)
     if accounting.is_run_dir(target):
@@ -56,11 +65,40 @@ def report(
     else:
         sections = _sweep_sections(target, points, key, lowest_first, data)
 
+    gait = _gait_section(points, out_dir, make_clips, clip_seconds, clip_envs, data)
+    if gait is not None:
+        sections.insert(1, gait)
     page = out_dir / "report.html"
     page.write_text(html_page(f"rlforge report: {target.name}", sections, png))
     (out_dir / "report.json").write_text(json.dumps(data, indent=2, default=str))
     print(f"\n  figure  {png}\n  page    {page}\n  data    {out_dir / 'report.json'}")
     return data
+
+
+def _gait_section(
+    points: list[tuple[str, Path, accounting.RunAccount]],
+    out_dir: Path,
+    make_clips: bool,
+    clip_seconds: float,
+    clip_envs: int,
+    data: dict[str, Any],
+) -> tuple[str, str] | None:
+    """The runs' clips beside their curves, as an HTML section; None when no run has a clip and none is made."""
+    from reports.gait import gait_section
+
+    if not make_clips and all(newest_clip(path) is None for _, path, _ in points):
+        return None
+    overrides = accounting.varying_overrides({name: accounting.read_overrides(path) for name, path, _ in points})
+    table, clips = gait_section(
+        [(name, path, overrides[name]) for name, path, _ in points],
+        out_dir,
+        make=make_clips,
+        seconds=clip_seconds,
+        num_envs=clip_envs,
+    )
+    data["clips"] = clips
+    print("\n" + grid(["point", "clip"], [[c["point"], c["clip"] or "-"] for c in clips]))
+    return ("Gait: clips and curves", table)
 
 
 def _run_sections(target: Path, acc: accounting.RunAccount) -> list[tuple[str, str]]:
@@ -168,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rank-by", help="metric that ranks sweep points (default: the runs' objective)")
     parser.add_argument("--lowest", action="store_true", help="rank the lowest value first (errors, costs)")
+    parser.add_argument(
+        "--videos",
+        action="store_true",
+        help="make a clip for every run that has none, from its newest checkpoint (needs the simulator and EGL)",
+    )
+    parser.add_argument("--video-seconds", type=float, default=10.0, help="longest clip made by --videos (default 10)")
+    parser.add_argument("--video-envs", type=int, default=4, help="envs played for a clip made by --videos (default 4)")
     args = parser.parse_args(argv)
     report(
         args.target,
@@ -177,5 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         table=args.table,
         rank_key=args.rank_by,
         lowest_first=args.lowest,
+        make_clips=args.videos,
+        clip_seconds=args.video_seconds,
+        clip_envs=args.video_envs,
     )
     return 0

@@ -211,6 +211,39 @@ def print_figures(result: dict) -> None:
         print(f"gif, contact sheet    {clip['gif']}, {clip['sheet']}")
 
 
+def write_figures(result: dict) -> Path | None:
+    """Write an evaluation's figures as JSON beside its clip (``play_model_<N>.json``); None without a clip."""
+    if "video" not in result:
+        return None
+    from video.files import SUFFIXES
+
+    path = Path(result["video"]["sheet"]).with_suffix(SUFFIXES["figures"])
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def clip_of_latest(run_dir: Path, *, seconds: float, num_envs: int = 4, device: str = "auto") -> dict | None:
+    """Play the newest checkpoint of ``run_dir`` with ``num_envs`` envs until env 0 has ended one episode (at most
+    ``seconds`` of it), writing the clip and its figures into the run's ``videos/``; returns the figures, or None
+    when the run has no checkpoint."""
+    from core.rundir import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return None
+    result = evaluate(
+        Path(run_dir),
+        latest[1],
+        episodes=1,
+        num_envs=num_envs,
+        device=device,
+        seed=1234,
+        video=VideoRequest(episodes=1, max_seconds=seconds),
+    )
+    write_figures(result)
+    return result
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -266,13 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except RenderingUnavailable as error:
         raise SystemExit(f"error: {error}") from None
     print_figures(result)
-    text = json.dumps(result, indent=2)
-    if "video" in result:
-        from video.files import SUFFIXES
-
-        figures = Path(result["video"]["sheet"]).with_suffix(SUFFIXES["figures"])
-        figures.write_text(text)
+    figures = write_figures(result)
+    if figures is not None:
         print(f"figures               {figures}")
     if args.json:
-        args.json.write_text(text)
+        args.json.write_text(json.dumps(result, indent=2))
     return 0
