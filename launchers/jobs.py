@@ -131,7 +131,7 @@ def slurm_state(job_id: str) -> str | None:
         return queued.split()[0]
     history = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State")
     if history and history.strip():
-        return history.split()[-1].split(" ")[0]
+        return history.strip().splitlines()[-1].split()[0]  # "CANCELLED by 0": the state is the first word
     return None
 
 
