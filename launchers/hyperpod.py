@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.accounting import CostEstimate, estimate_cost
+from core.ledger import INSTANCE_TYPE_ENV
 from core.rundir import SOURCE_COMMIT_ENV, SOURCE_DIRTY_ENV, SOURCE_SNAPSHOT_ENV
 from launchers.settings import HyperPodSettings
 
@@ -137,6 +139,8 @@ def executor_parameters(
     setup = [f"export PYTHONPATH={shlex.quote(str(code_dir))}${{PYTHONPATH:+:$PYTHONPATH}}"]
     if source is not None:
         setup += [f"export {name}={shlex.quote(value)}" for name, value in source.environment().items()]
+    if settings.instance_type:
+        setup.append(f"export {INSTANCE_TYPE_ENV}={shlex.quote(settings.instance_type)}")
     setup += [*settings.setup, *STDERR_MARK]
     parameters: dict[str, Any] = {
         "job_name": job_name,
@@ -164,6 +168,29 @@ def executor_parameters(
         if getattr(settings, key):
             parameters[key] = getattr(settings, key)
     return parameters
+
+
+def cost_estimate(settings: HyperPodSettings, runs: int, prices: dict[str, Any] | None = None) -> CostEstimate:
+    """The most a submission can cost: every run holding `nodes` instances for one whole allocation
+    (`time_limit_min`) at the HyperPod price of `instance_type`; each requeue may add one allocation more."""
+    return estimate_cost(
+        table="hyperpod",
+        instance_type=settings.instance_type,
+        instances_per_run=int(settings.nodes),
+        hours_per_run=int(settings.time_limit_min) / 60,
+        runs=runs,
+        prices=prices,
+    )
+
+
+def dry_run_text(executor: Any, settings: HyperPodSettings, runs: int) -> str:
+    """What `launcher.dry_run=true` prints: the batch script of the job array, as sbatch would get it, and the
+    estimated cost."""
+    executor.parameters["map_count"] = runs  # what submitit's map_array adds for an array of `runs` jobs
+    script = executor._make_submission_file_text(executor._submitit_command_str, "<uid>")
+    estimate = cost_estimate(settings, runs).line()
+    requeues = f" (per allocation: each of up to {settings.max_requeues} requeues may add one more)"
+    return f"dry run, nothing submitted: {runs} run(s) as one job array with this batch script:\n{script}\n{estimate}{requeues}"
 
 
 def submitit_folder(sweep_dir: str) -> str:
@@ -378,7 +405,13 @@ def check_before_submit(settings: HyperPodSettings, output_root: Path, code_dir:
         warnings.append(
             f"output root {output_root.resolve()} is not under {HYPERPOD_SHARED_ROOT}; make sure every node sees it"
         )
-    if shutil.which("sbatch") is None:
+    if settings.dry_run:
+        # A dry run may be made anywhere (a laptop, CI): the cluster is asked only when it answers.
+        try:
+            warnings.extend(_check_cluster(settings.partition, nodes, gpus) if shutil.which("sinfo") else [])
+        except SubmitCheckError as error:
+            warnings.append(f"dry run: the cluster was not checked ({error})")
+    elif shutil.which("sbatch") is None:
         errors.append("`sbatch` is not on PATH: submit from a Slurm login or head node")
     elif not errors:
         errors.extend(_check_cluster(settings.partition, nodes, gpus))

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from core.accounting import CostEstimate, estimate_cost
 from launchers import sagemaker_aws
 from launchers.sagemaker_dry_run import describe_dry_run
 from launchers.sagemaker_follow import JobTracker, follow_up, raise_for_failures, update_records, write_record
@@ -59,6 +60,28 @@ def package(planned: Sequence[PlannedJob], staging: Path) -> SourcePackage:
     return source
 
 
+def cost_estimates(planned: Sequence[PlannedJob], prices: dict | None = None) -> list[CostEstimate]:
+    """The most the jobs can cost, one estimate per distinct instance request: each job holding
+    `instance_count` instances for its `max_runtime_s` at the Training Job price (Spot's fraction with `spot`)."""
+    groups: dict[tuple, int] = {}
+    for job in planned:
+        s = job.settings
+        key = (s.instance_type, int(s.instance_count), int(s.max_runtime_s), bool(s.spot))
+        groups[key] = groups.get(key, 0) + 1
+    return [
+        estimate_cost(
+            table="training_job",
+            instance_type=instance_type,
+            instances_per_run=count,
+            hours_per_run=runtime_s / 3600,
+            runs=runs,
+            spot=spot,
+            prices=prices,
+        )
+        for (instance_type, count, runtime_s, spot), runs in groups.items()
+    ]
+
+
 def launch(
     planned: Sequence[PlannedJob],
     *,
@@ -84,7 +107,11 @@ def launch(
             jobs = plan_jobs(planned, region=region, output_path=output_path, source=source)
             for job in jobs:
                 log.info(describe_dry_run(job))
+            for estimate in cost_estimates(planned):
+                log.info("%s", estimate.line())
             return jobs
+        for estimate in cost_estimates(planned):
+            log.info("%s", estimate.line())
 
         boto_session = sagemaker_aws.open_boto_session(shared)
         region = boto_session.region_name

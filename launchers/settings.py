@@ -44,6 +44,10 @@ class HyperPodSettings(LauncherConfig):
     """Slurm account charged for the job; null uses the user's default account."""
     qos: str | None = None
     """Slurm quality of service; null uses the default."""
+    instance_type: str | None = None
+    """The cluster's instance type (e.g. `ml.p5.48xlarge`): exported to the jobs as RLFORGE_INSTANCE_TYPE, so each
+    run's ledger and cost use its price, and used for the estimated cost of a submission; null leaves both to the
+    price file's default."""
     time_limit_min: int = 1440
     """Wall-clock limit of one job allocation, in minutes; near it the run checkpoints and is requeued."""
     signal_delay_s: int = 120
@@ -79,6 +83,8 @@ class HyperPodSettings(LauncherConfig):
     git work tree. False runs the live folder of train.py."""
     array_parallelism: int = 256
     """Runs of one sweep (one job array) that may run at the same time."""
+    dry_run: bool = False
+    """Print the batch script each job array would be submitted with and the estimated cost; submit nothing."""
     wait: bool = False
     """Block and print job state changes until every run ends, instead of returning after submission."""
     poll_interval_s: float = 15.0
@@ -148,7 +154,7 @@ class SageMakerSettings(LauncherConfig):
     poll_interval_s: float = 30.0
     """Seconds between two status checks while following jobs."""
     dry_run: bool = False
-    """Print each job's request (the arguments the SDK would get) and send nothing to AWS."""
+    """Print each job's request (the arguments the SDK would get) and the estimated cost; send nothing to AWS."""
     max_source_mb: float = 50.0
     """Refuse a source package larger than this many megabytes (compressed)."""
     source_dir: str | None = None

@@ -31,6 +31,7 @@ HYPERPOD_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "partition": ("launcher.partition=p5", ()),
     "account": ("launcher.account=research", ()),
     "qos": ("launcher.qos=high", ()),
+    "instance_type": ("launcher.instance_type=ml.p5.48xlarge", ()),
     "time_limit_min": ("launcher.time_limit_min=90", ()),
     "signal_delay_s": ("launcher.signal_delay_s=300", ()),
     "max_requeues": ("launcher.max_requeues=3", ()),
@@ -49,6 +50,8 @@ HYPERPOD_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
 # Fields that do not shape the batch script, and what they do instead.
 HYPERPOD_ELSEWHERE = {
     "name": "names the launcher in the run's manifest and ledger, which the run writes from cfg.launcher.name",
+    "dry_run": "prints the batch script and the estimated cost instead of submitting "
+    "(tests/slurm/test_hyperpod_settings.py::test_a_dry_run_of_a_three_point_sweep_prints_the_script_and_its_most_cost)",
     "wait": "the submit host follows the jobs to their end (tests/slurm/test_hyperpod_cluster.py submits with it)",
     "poll_interval_s": "seconds between two state checks of the submit host while it follows the jobs (`wait`)",
 }

@@ -220,10 +220,12 @@ class HyperPodLauncher(Launcher):
                 )
             run_dirs.append(str(Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).resolve()))
             job_params.append((list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state()))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not settings.dry_run:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
 
         code_dir, job_launcher = hyperpod.code_dir(), self
-        source = hyperpod.source_for(settings, code_dir, sweep_dir)
+        # A dry run writes nothing: no source snapshot (the script then imports the live folder of train.py).
+        source = None if settings.dry_run else hyperpod.source_for(settings, code_dir, sweep_dir)
         if source is not None:
             log.info("jobs run the source copied to %s (%d files)", source.path, source.file_count)
             job_launcher = self._running_from(source, code_dir)
@@ -235,6 +237,9 @@ class HyperPodLauncher(Launcher):
             workdir=Path(os.getcwd()),
             source=source,
         )
+        if settings.dry_run:
+            print(hyperpod.dry_run_text(executor, settings, len(job_params)))
+            return []
         # sbatch passes the submitter's environment into the jobs: the ledger counts queue time from this moment.
         os.environ[ledger.SUBMITTED_AT_ENV] = str(time.time())
         jobs = executor.map_array(job_launcher, *zip(*job_params, strict=True))

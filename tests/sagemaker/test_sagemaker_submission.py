@@ -239,3 +239,14 @@ def test_entry_starts_one_train_py_per_process_of_the_instance(tmp_path):
     (tmp_path / "run/manifest.json").write_text("{}")
     resumed, _ = training_command(["task=toy"], tmp_path, distributed_layout({}, None), "python3", {})
     assert resumed[-1] == f"resume={tmp_path / 'run'}"
+
+
+def test_a_dry_run_of_a_three_point_sweep_prints_its_most_cost(aws, monkeypatch, tmp_path, capfd):
+    from core.accounting import load_prices
+
+    settings = ("launcher.instance_type=ml.g5.2xlarge", "launcher.instance_count=2", "launcher.max_runtime_s=5400")
+    assert run_train(sagemaker_args("launcher.dry_run=true", "seed=1,2,3", *settings), monkeypatch, tmp_path) == 0
+    output = "".join(capfd.readouterr())
+    expected = 3 * 2 * 1.5 * load_prices()["training_job"]["ml.g5.2xlarge"]  # jobs x instances x hours x price
+    assert "3 run(s) x 2 ml.g5.2xlarge x 1.5 h" in output and f"= {expected:,.2f} USD" in output
+    assert not aws.created_jobs and not aws.keys()

@@ -368,3 +368,35 @@ def test_the_plugins_ledger_events_count_to_the_attempt_this_process_started(tmp
         **placement,
         "by": "run",
     }
+
+
+def test_a_dry_run_of_a_three_point_sweep_prints_the_script_and_its_most_cost(tmp_path):
+    import subprocess
+    import sys
+
+    from core.accounting import load_prices
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[2] / "train.py"),
+            "-m",
+            "launcher=hyperpod",
+            "task=toy",
+            "launcher.dry_run=true",
+            "launcher.instance_type=ml.p5.48xlarge",
+            "launcher.nodes=2",
+            "launcher.time_limit_min=90",
+            f"launcher.output_root={tmp_path}",
+            "seed=1,2,3",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = 3 * 2 * 1.5 * load_prices()["hyperpod"]["ml.p5.48xlarge"]  # runs x nodes x hours x price
+    assert "3 run(s) x 2 ml.p5.48xlarge x 1.5 h" in result.stdout and f"= {expected:,.2f} USD" in result.stdout
+    assert "#SBATCH --array=0-2" in result.stdout and "export RLFORGE_INSTANCE_TYPE=ml.p5.48xlarge" in result.stdout
+    assert not list(tmp_path.glob("multirun/*/slurm_jobs.json")) and not list(tmp_path.glob("multirun/*/.submitit"))
