@@ -57,3 +57,8 @@ echo "setup: installing locked dependencies into $VENV (first time: several GB, 
 "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --no-deps -e .
 echo "$want" > "$STAMP"
 echo "setup: done ($("$VENV/bin/python" --version))"
+# Videos of policies draw headless through EGL (docs/video.md); training and play work without it.
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL\.so\.1'; then
+  echo "setup: note: no libEGL.so.1 on this machine; for videos (play.py --video, logger.video_interval) install" \
+    "EGL, e.g. apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri (docs/video.md)"
+fi
