@@ -101,6 +101,38 @@ def test_newest_clip_prefers_play_of_the_newest_checkpoint(tmp_path):
     assert newest_clip(tmp_path) == folder / "play_model_100"
 
 
+def test_a_clip_goes_to_tensorboard_and_wandb(tmp_path):
+    import wandb
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from video.clip import ClipWriter
+    from video.publish import TAG, publish
+
+    class WandbLikeWriter(SummaryWriter):  # as algos.wandb_writer.WandbWriter: TensorBoard files and a wandb run
+        logged: list = []
+
+        class run:  # noqa: N801 - stands for the wandb run object
+            @staticmethod
+            def log(data, step):
+                WandbLikeWriter.logged.append((data, step))
+
+    writer = ClipWriter(tmp_path / "videos" / "train_000004", fps=50.0)
+    for step in range(10):
+        writer.add(np.full((60, 80, 3), 20 * step, dtype=np.uint8))
+    clip = writer.close()
+    log_writer = WandbLikeWriter(str(tmp_path))
+    publish(log_writer, clip, step=5, caption="after 4 iterations")
+    log_writer.close()
+    [(data, step)] = WandbLikeWriter.logged
+    assert step == 5 and isinstance(data[TAG], wandb.Video)
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    events.Reload()
+    [image] = events.Images(TAG)
+    assert (image.step, image.width, image.height) == (5, 80, 60)
+    assert image.encoded_image_string == clip.gif.read_bytes()
+
+
 def test_missing_egl_says_what_to_install(monkeypatch):
     from video.gl import RenderingUnavailable, open_context
 

@@ -49,9 +49,13 @@ def build_model(robot_file: str | Path, terrain: TerrainMesh | None, width: int,
     spec.visual.headlight.ambient = [0.35, 0.35, 0.35]
     spec.visual.headlight.diffuse = [0.45, 0.45, 0.45]
     spec.visual.headlight.specular = [0.05, 0.05, 0.05]
+    # Clipping planes and the shadow box scale with the model's extent: fix it at the robot's size, so that a large
+    # terrain patch does not push the near plane out or spread the shadow map over the whole ground.
+    spec.stat.extent = 2.0
+    spec.visual.map.znear = 0.01  # x extent: 2 cm
+    spec.visual.map.zfar = 100.0  # x extent: 200 m
+    spec.visual.map.shadowclip = 5.0  # x extent: shadows within 10 m of the light's axis
     spec.visual.quality.shadowsize = 2048
-    spec.visual.map.znear = 0.02
-    spec.visual.map.zfar = 200.0
     for geom in spec.geoms:
         geom.rgba = list(ROBOT_RGBA)
         geom.material = ""
@@ -77,7 +81,10 @@ def build_model(robot_file: str | Path, terrain: TerrainMesh | None, width: int,
     )
     ground = spec.add_material(name="ground", specular=0.1, shininess=0.1)
     ground.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = "checker"
-    light = spec.worldbody.add_light(name="sun", pos=[0.0, 0.0, 10.0], dir=[0.3, 0.4, -1.0])
+    # The sun moves with the robot's root body (a fixed offset in the world), so its shadow falls wherever it walks.
+    root = spec.worldbody.first_body() or spec.worldbody
+    light = root.add_light(name="sun", pos=[-3.0, -4.0, 10.0], dir=[0.3, 0.4, -1.0])
+    light.mode = mujoco.mjtCamLight.mjCAMLIGHT_TRACK
     light.type = mujoco.mjtLightType.mjLIGHT_DIRECTIONAL
     light.diffuse = [0.6, 0.6, 0.6]
     light.specular = [0.1, 0.1, 0.1]
