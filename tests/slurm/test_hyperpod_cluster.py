@@ -337,7 +337,9 @@ def test_time_limit_before_the_first_iteration_requeues_the_job_instead_of_timin
     events = ledger(run["run_dir"])
     first_attempt = [event for event in events if event["attempt"] == events[0]["attempt"]]
     assert "first_iteration" not in [event["event"] for event in first_attempt]
-    assert "[slow start]" in log
+    # The run writes its start-up output (the slow build's line among it) to the run's startup.log.
+    startup = (Path(run["run_dir"]) / "startup.log").read_text()
+    assert "[slow start]" in log + startup
     (stopped,) = [event for event in first_attempt if event["event"] == "end"]
     assert stopped["how"] == "interrupted" and stopped["iteration"] == 0 and "SIGUSR2" in stopped["reason"]
     assert events_named(first_attempt, "requeued")
