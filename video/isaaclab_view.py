@@ -77,7 +77,8 @@ class IsaacLabView:
             joint = model.joint(joint_id)
             kind = int(model.jnt_type[joint_id])
             if kind == mujoco.mjtJoint.mjJNT_FREE:
-                self._free_qpos = self._free_qpos if self._free_qpos is not None else int(model.jnt_qposadr[joint_id])
+                if self._free_qpos is None:  # the root's; a second free body would be a loose object
+                    self._free_qpos = int(model.jnt_qposadr[joint_id])
             elif kind in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE):
                 index = names.get(joint.name, names.get(joint.name.removesuffix("_joint")))
                 if index is None:

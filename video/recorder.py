@@ -56,7 +56,7 @@ class TrainingRecorder:
 def recorder_for(cfg, env, run_dir: Path) -> TrainingRecorder | None:
     """The recorder a training config asks for (``logger.video_interval`` > 0), its view opened now so that a
     missing OpenGL stops the run before it trains; None when videos are off."""
-    interval = int(cfg.logger.get("video_interval", 0) or 0)
+    interval = int(cfg.logger.video_interval)
     if interval <= 0:
         return None
     from video.probe import step_seconds
