@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint headless (see ``--help``)."""
+"""Evaluate a checkpoint headless, optionally recording a clip of one robot (see ``--help``)."""
 
 import sys
 
