@@ -424,13 +424,24 @@ def _console_copy(run_dir: Path | None) -> Iterator[None]:
 @contextlib.contextmanager
 def _startup_output(cfg: DictConfig, run_dir: Path, is_main: bool) -> Iterator[None]:
     """With ``console=compact``, what the simulator and the learner print while they are built (Isaac Lab's
-    manager tables, Warp's module loads, rsl-rl's network summary) goes to the run's startup log, not the console."""
+    manager tables, Warp's module loads, rsl-rl's network summary, the kernel builders' banners) goes to the run's
+    startup log, not the console: Python's ``sys.stdout`` and the process's file descriptor 1, which child
+    processes and native code write to."""
     if cfg.console != "compact":
         yield
         return
     log = run_dir / STARTUP_LOG
-    with open(log if is_main else os.devnull, "a") as sink, contextlib.redirect_stdout(sink):
-        yield
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    with open(log if is_main else os.devnull, "a") as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            with contextlib.redirect_stdout(sink):
+                yield
+        finally:
+            sink.flush()
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
 
 
 def use_warp_cache(path: str) -> None:

@@ -15,13 +15,14 @@ from rlforge_testing import ROOT
 
 # Package -> top-level packages it must never import.
 FORBIDDEN = {
-    "core": {"runner", "tasks", "algos", "launchers", "hydra_plugins", "bench", "reports"},
-    "tasks": {"runner", "algos", "launchers", "hydra_plugins", "bench", "reports"},
-    "algos": {"runner", "tasks", "launchers", "hydra_plugins", "bench", "reports"},
-    "launchers": {"runner", "tasks", "algos", "hydra_plugins", "bench", "reports"},
+    "core": {"runner", "tasks", "algos", "launchers", "hydra_plugins", "bench", "reports", "video"},
+    "tasks": {"runner", "algos", "launchers", "hydra_plugins", "bench", "reports", "video"},
+    "algos": {"runner", "tasks", "launchers", "hydra_plugins", "bench", "reports", "video"},
+    "launchers": {"runner", "tasks", "algos", "hydra_plugins", "bench", "reports", "video"},
+    "video": {"runner", "algos", "launchers", "hydra_plugins", "bench", "reports"},
     "runner": {"hydra_plugins"},
 }
-PACKAGES = sorted({*FORBIDDEN, "hydra_plugins", *(p for p in ("bench", "reports") if (ROOT / p).is_dir())})
+PACKAGES = sorted({*FORBIDDEN, "hydra_plugins", "bench", "reports"})
 
 
 def modules_of(package: str) -> list[str]:
