@@ -22,7 +22,7 @@ BILLING_OF_TABLE = {"local": "span", "hyperpod": "span", "training_job": "attemp
 
 SAGEMAKER_RECORD = "sagemaker_job.json"
 """A Training Job's record on the submit host, next to the sweep point's config: names, locations and, once the job
-was followed, SageMaker's timeline under ``sagemaker`` (written by launchers/sagemaker.py)."""
+was followed, SageMaker's timeline under ``sagemaker`` (written by launchers/sagemaker_follow.py)."""
 # SageMaker's secondary statuses before the container runs: getting instances, then the image and input data.
 PROVISIONING_STATUSES = ("Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingStack")
 DOWNLOADING_STATUSES = ("Downloading", "DownloadingTrainingImage")

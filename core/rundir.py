@@ -162,6 +162,24 @@ def _git(args: list[str], cwd: Path) -> str | None:
         return None
 
 
+def work_tree_root(folder: Path) -> Path | None:
+    """The root of the git work tree holding ``folder``, or None when there is none (or no git)."""
+    top = _git(["rev-parse", "--show-toplevel"], Path(folder))
+    return Path(top.strip()).resolve() if top else None
+
+
+def commit_and_dirty(root: Path) -> tuple[str, bool]:
+    """The commit the work tree is on (``none`` before the first commit) and whether any file differs from it
+    (modified, deleted or untracked and not ignored).
+
+    Raises:
+        GitError: git is missing or ``root`` is not a work tree.
+    """
+    status = _git_checked(["status", "--porcelain"], root)
+    commit = (_git(["rev-parse", "HEAD"], root) or "none").strip()
+    return commit, bool(status.strip())
+
+
 def source_files(root: Path) -> list[str]:
     """Paths, relative to the work tree ``root``, of the files git tracks or would track: untracked files that
     .gitignore does not exclude are included (a new module ships before it is committed); ignored outputs,

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from core.accounting import CostEstimate, estimate_cost
 from core.ledger import INSTANCE_TYPE_ENV
-from core.rundir import SOURCE_COMMIT_ENV, SOURCE_DIRTY_ENV, SOURCE_SNAPSHOT_ENV
+from core.rundir import (
+    SOURCE_COMMIT_ENV,
+    SOURCE_DIRTY_ENV,
+    SOURCE_SNAPSHOT_ENV,
+    commit_and_dirty,
+    source_files,
+    work_tree_root,
+)
 from launchers.settings import HyperPodSettings
 
 if TYPE_CHECKING:
@@ -263,28 +270,15 @@ class SourceSnapshot:
         }
 
 
-def work_tree_root(folder: Path) -> Path | None:
-    """The root of the git work tree that holds `folder`, or None (not a work tree, or no git)."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
-
-
 def snapshot_source(code_dir: Path, parent: Path) -> SourceSnapshot:
     """Copy the source of the work tree holding `code_dir` into `parent/source-<digest>` and describe it.
 
-    The files are those git tracks or would track (launchers.sagemaker_source.list_source_files, the same rule
+    The files are those git tracks or would track (core.rundir.source_files, the same rule
     as a SageMaker job's source package): committed, modified and new files as they are now; ignored outputs,
     virtual environments and caches are left out. The copies are made read-only; an unchanged source submitted
     again into the same folder reuses the copy.
     """
     import hashlib
-
-    from launchers.sagemaker_source import git_state, list_source_files
 
     root = work_tree_root(code_dir)
     if root is None:
@@ -292,7 +286,7 @@ def snapshot_source(code_dir: Path, parent: Path) -> SourceSnapshot:
             f"{code_dir} is not in a git work tree, so its source cannot be snapshot for the jobs; "
             "run from a git checkout, or set launcher.source_snapshot=false to run the live folder"
         )
-    names = list_source_files(root)
+    names = source_files(root)
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".source-", dir=parent))
     digest = hashlib.sha256()
@@ -311,7 +305,7 @@ def snapshot_source(code_dir: Path, parent: Path) -> SourceSnapshot:
             target.write_bytes(data)
             target.chmod(mode)
             digest.update(f"{mode:o}\0".encode() + hashlib.sha256(data).digest())
-        commit, dirty = git_state(root)
+        commit, dirty = commit_and_dirty(root)
         path = parent / f"{SOURCE_PREFIX}{digest.hexdigest()[:16]}"
         staging.chmod(0o755)
         try:

@@ -43,6 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import rundir
+from core.ledger import LEDGER
+
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 """The unpacked source; train.py lies here."""
 
@@ -83,23 +86,14 @@ COMPLETED_MESSAGE = "Training Container Execution Completed"
 # Files and folders of a finished run shipped in the model artifact besides the latest
 # checkpoint; missing ones are skipped.
 MODEL_ARTIFACTS = (
-    "summary.json",
-    "manifest.json",
-    "config.yaml",
-    "overrides.yaml",
-    "metrics.jsonl",
-    "ledger.jsonl",
-    "exported",
+    rundir.SUMMARY,
+    rundir.MANIFEST,
+    rundir.CONFIG,
+    rundir.OVERRIDES,
+    rundir.METRICS,
+    LEDGER,
+    rundir.EXPORTED,
 )
-
-
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """The newest checkpoint of the run (core.checkpoint's rule) with its iteration, or None."""
-    from core.checkpoint import list_checkpoints
-    from core.rundir import CHECKPOINT_DIR
-
-    found = list_checkpoints(run_dir / CHECKPOINT_DIR)
-    return found[0] if found else None
 
 
 def distributed_layout(environ: Mapping[str, str], processes_per_instance: int | None) -> dict[str, int | str]:
@@ -190,13 +184,11 @@ def training_command(
 ) -> tuple[list[str], list[dict[str, str]]]:
     """The train.py command line with `overrides`, and the variables to add for each process of this instance."""
     environ = os.environ if environ is None else environ
-    from core.rundir import MANIFEST
-
     run_dir = checkpoint_dir / RUN_DIR_NAME
     arguments = [*overrides, f"hydra.run.dir={run_dir}"]
     if not any(override.startswith("warp_cache_dir=") for override in overrides):
         arguments.append(f"warp_cache_dir={warp_cache_dir(environ)}")
-    if (run_dir / MANIFEST).is_file():
+    if (run_dir / rundir.MANIFEST).is_file():
         # A restarted Spot job, or a new job given the checkpoint URI of an earlier run.
         arguments.append(f"resume={run_dir}")
     return [python, str(SOURCE_ROOT / "train.py"), *arguments], process_environments(layout, environ)
@@ -446,7 +438,7 @@ def export_model(run_dir: Path, model_dir: Path) -> list[str]:
     """Copy the latest checkpoint (as policy.pt too) and the run's summary files into `model_dir`."""
     model_dir.mkdir(parents=True, exist_ok=True)
     copied = []
-    newest = latest_checkpoint(run_dir)
+    newest = rundir.latest_checkpoint(run_dir)
     if newest is not None:
         checkpoint = newest[1]
         shutil.copy2(checkpoint, model_dir / checkpoint.name)
@@ -527,7 +519,7 @@ def report(
         ends = [event for event in attempt_events if event.get("event") == "end"]
         resume_from = -1
         if first_node:
-            newest = latest_checkpoint(run_dir)
+            newest = rundir.latest_checkpoint(run_dir)
             resume_from = newest[0] if newest is not None else None
         reason = interrupted_reason(
             signal.Signals(outcome.stop_signal).name,

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.accounting import SAGEMAKER_RECORD
 from core.ledger import LEDGER
-from core.rundir import MANIFEST, METRICS, METRICS_REDONE, write_bytes_atomic, write_json_atomic
+from core.rundir import MANIFEST, METRICS, METRICS_REDONE, OVERRIDES, SUMMARY, write_bytes_atomic, write_json_atomic
 from launchers.sagemaker_entry import RUN_DIR_NAME
 from launchers.sagemaker_plan import SubmittedJob, console_url, parse_s3_uri
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
-RUN_RECORDS = (LEDGER, METRICS, METRICS_REDONE, MANIFEST, "summary.json", "overrides.yaml")
+RUN_RECORDS = (LEDGER, METRICS, METRICS_REDONE, MANIFEST, SUMMARY, OVERRIDES)
 """Files of the run directory copied next to the submission record once a followed job has ended: what the report
 reads. The composed config stays the submit host's own (it names the launcher and the instances)."""
 

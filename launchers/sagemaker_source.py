@@ -5,10 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.rundir import GitError, commit_and_dirty, source_files, work_tree_root
 
 
 class SourcePackageError(RuntimeError):
@@ -33,36 +34,12 @@ class SourcePackage:
     """Whether files differ from that commit (modified or untracked files are packaged as they are)."""
 
 
-def _git(root: Path, *args: str) -> bytes:
+def _in_work_tree(action):
+    """Run a git question of core.rundir, its failure told as a packaging error."""
     try:
-        return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True).stdout
-    except FileNotFoundError as error:
-        raise SourcePackageError("git is needed to package the source but was not found") from error
-    except subprocess.CalledProcessError as error:
-        message = error.stderr.decode(errors="replace").strip()
-        raise SourcePackageError(f"{root} is not a usable git work tree: {message}") from error
-
-
-def list_source_files(root: Path) -> list[str]:
-    """Paths, relative to the work tree root, of the files git tracks or would track.
-
-    Untracked files that .gitignore does not exclude are included, so a new module is
-    shipped before it is committed; ignored outputs, virtual environments and caches are not.
-    Tracked files deleted from the work tree are skipped.
-    """
-    listing = _git(root, "ls-files", "--cached", "--others", "--exclude-standard", "-z")
-    names = sorted({name for name in listing.decode().split("\0") if name})
-    return [name for name in names if (root / name).is_file() or (root / name).is_symlink()]
-
-
-def git_state(root: Path) -> tuple[str, bool]:
-    """The commit the work tree is on ("none" before the first commit) and whether it is dirty."""
-    try:
-        commit = _git(root, "rev-parse", "HEAD").decode().strip()
-    except SourcePackageError:
-        commit = "none"
-    dirty = bool(_git(root, "status", "--porcelain").strip())
-    return commit, dirty
+        return action()
+    except GitError as error:
+        raise SourcePackageError(str(error)) from error
 
 
 def package_source(root: Path, destination: Path, max_bytes: int) -> SourcePackage:
@@ -74,8 +51,11 @@ def package_source(root: Path, destination: Path, max_bytes: int) -> SourcePacka
     Raises:
         SourcePackageError: `root` is not a git work tree, or the package exceeds `max_bytes`.
     """
-    root = Path(_git(Path(root), "rev-parse", "--show-toplevel").decode().strip())
-    names = list_source_files(root)
+    top = work_tree_root(Path(root))
+    if top is None:
+        raise SourcePackageError(f"{root} is not in a git work tree; the source is packaged from one")
+    root = top
+    names = _in_work_tree(lambda: source_files(root))
     buffer = io.BytesIO()
     # mtime=0 in the gzip header keeps the digest independent of when the package was built.
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed:
@@ -101,7 +81,7 @@ def package_source(root: Path, destination: Path, max_bytes: int) -> SourcePacka
         )
     destination.parent.mkdir(parents=True, exist_ok=True)
     destination.write_bytes(data)
-    commit, dirty = git_state(root)
+    commit, dirty = _in_work_tree(lambda: commit_and_dirty(root))
     return SourcePackage(
         path=destination,
         size_bytes=len(data),

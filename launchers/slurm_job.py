@@ -92,28 +92,6 @@ def global_rank() -> int:
     return int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0")))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint of a run directory (core.checkpoint's rule), or None."""
-    from core.checkpoint import list_checkpoints
-    from core.rundir import CHECKPOINT_DIR
-
-    found = list_checkpoints(Path(run_dir) / CHECKPOINT_DIR)
-    return found[0][1] if found else None
-
-
-def with_resume(overrides: list[str], run_dir: Path) -> list[str]:
-    """`overrides` that continue `run_dir` when it already holds a checkpoint (a requeued or restarted job).
-
-    A resubmitted job starts from the overrides it was first submitted with; the checkpoint on disk, not
-    the job's history, decides whether this is a continuation, so a preemption, a time limit, a killed step
-    and HyperPod's step restart after a node replacement all resume the same way.
-    """
-    if latest_checkpoint(run_dir) is None:
-        return list(overrides)
-    kept = [item for item in overrides if not item.split("=", 1)[0].lstrip("+~").startswith("resume")]
-    return [*kept, f"resume={Path(run_dir).resolve()}"]
-
-
 JOB_FIELDS = ("JobState", "Reason", "Restarts", "PreemptTime", "EndTime")
 
 

@@ -15,7 +15,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from core import ledger
+from core import ledger, rundir
 from launchers.settings import HyperPodSettings, settings_from_config
 
 if TYPE_CHECKING:
@@ -78,9 +78,9 @@ class HyperPodLauncher(Launcher):
         job_environment = submitit.JobEnvironment()
         sweep_config = self._job_config(sweep_overrides, job_num, job_environment.job_id)
         run_dir = Path(str(sweep_config.hydra.sweep.dir), str(sweep_config.hydra.sweep.subdir)).resolve()
-        overrides = slurm_job.with_resume(list(sweep_overrides), run_dir)
+        overrides = rundir.continuation_overrides(list(sweep_overrides), run_dir)
         if overrides != list(sweep_overrides):
-            log.info("continuing %s from %s", run_dir, slurm_job.latest_checkpoint(run_dir))
+            log.info("continuing %s from %s", run_dir, rundir.latest_checkpoint(run_dir)[1])
             sweep_config = self._job_config(overrides, job_num, job_environment.job_id)
 
         # The training code (torch included) is imported while submitit's handlers still hold the signals: the

@@ -11,15 +11,10 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from core import rundir
 from launchers.settings import SageMakerSettings, settings_from_config
 
 log = logging.getLogger(__name__)
-
-
-def wants_resume(config: DictConfig) -> bool:
-    """Whether the run asks to continue an earlier run (`resume` set and not false)."""
-    value = config.get("resume", False)
-    return value not in (False, None, "", "false", "False")
 
 
 class SageMakerLauncher(Launcher):
@@ -60,7 +55,7 @@ class SageMakerLauncher(Launcher):
                     settings=settings,
                     overrides=list(overrides),
                     task_name=task_name,
-                    resume=wants_resume(sweep_config),
+                    resume=rundir.resume_requested(sweep_config.get("resume", "false")),
                     record_dir=None if settings.dry_run else record_dir,
                 )
             )

@@ -22,6 +22,13 @@ H1_FLAT = ("device=cpu", "task.num_envs=4", "algo.num_steps_per_env=4", "algo.ma
 COMPILED = re.compile(r"^Module \S+ \S+ load on device '[^']+' took [\d.]+ ms\s+\(compiled\)", re.MULTILINE)
 
 
+def compiled_modules(played, job_dir: Path) -> list[str]:
+    """Warp's lines for modules compiled in a job: in the container's output, or in the run's startup.log where the
+    compact console put the start-up's output."""
+    startup = job_dir / "opt_ml/checkpoints/run/startup.log"
+    return COMPILED.findall(played.stdout + (startup.read_text() if startup.is_file() else ""))
+
+
 def ledger_events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
 
@@ -52,7 +59,7 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     played = play_job(aws, first, tmp_path / "job1")
     assert played.returncode == 0, played.stdout[-3000:] + played.stderr[-3000:]
     assert "0 entries found, 0 already here, 0 fetched" in played.stdout
-    assert COMPILED.findall(played.stdout)
+    assert compiled_modules(played, tmp_path / "job1")
     events = ledger_events(tmp_path / "job1/opt_ml/checkpoints/run")
     assert only(events, "kernel_cache_fetch")["entries"] == 0
     after_first_iteration = only(events, "kernel_cache_upload", when="first_iteration")
@@ -60,7 +67,7 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     shared = {entry_of(key.removeprefix(shared_prefix)) for key in aws.keys(shared_prefix)}
     assert shared == compiled and after_first_iteration["moved"] > 0
     assert after_first_iteration["moved"] + only(events, "kernel_cache_upload", when="exit")["moved"] == len(compiled)
-    first_figures = (container_to_first_iteration(events), len(COMPILED.findall(played.stdout)))
+    first_figures = (container_to_first_iteration(events), len(compiled_modules(played, tmp_path / "job1")))
 
     # The second job, on a fresh instance, starts with all of them and compiles none again.
     played = play_job(aws, second, tmp_path / "job2")
@@ -70,7 +77,7 @@ def test_a_second_job_of_a_sweep_starts_with_the_kernels_the_first_compiled(aws,
     assert fetched["entries"] == fetched["moved"] == len(shared) and fetched["already_there"] == 0
     assert fetched["seconds"] >= 0 and fetched["files"] == len(aws.keys(shared_prefix))
     assert f"{len(shared)} entries found, 0 already here, {len(shared)} fetched" in played.stdout
-    assert COMPILED.findall(played.stdout) == []
+    assert compiled_modules(played, tmp_path / "job2") == []
     assert complete_entries(local_files(tmp_path / "job2/.cache/warp" / warp_version())) == shared
     assert [e["moved"] for e in events if e["event"] == "kernel_cache_upload"] == [0, 0]
     # The kernels never travel with the checkpoint folder SageMaker syncs.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core import rundir
 from launchers import hyperpod, slurm_job
 from launchers.settings import HyperPodSettings, settings_from_config
 
@@ -192,12 +193,15 @@ def test_auto_resume_follows_the_hyperpod_marker_unless_set(compose_cfg, tmp_pat
 
 def test_a_run_dir_with_a_checkpoint_is_continued(tmp_path):
     run_dir = tmp_path / "run"
-    assert slurm_job.with_resume(["seed=1", "resume=false"], run_dir) == ["seed=1", "resume=false"]
+    assert rundir.continuation_overrides(["seed=1", "resume=false"], run_dir) == ["seed=1", "resume=false"]
     (run_dir / "checkpoints").mkdir(parents=True)
     for iteration in (5, 40, 10):
         (run_dir / "checkpoints" / f"model_{iteration}.pt").write_bytes(b"")
-    assert slurm_job.latest_checkpoint(run_dir).name == "model_40.pt"
-    assert slurm_job.with_resume(["seed=1", "resume=false"], run_dir) == ["seed=1", f"resume={run_dir.resolve()}"]
+    assert rundir.latest_checkpoint(run_dir)[1].name == "model_40.pt"
+    assert rundir.continuation_overrides(["seed=1", "resume=false"], run_dir) == [
+        "seed=1",
+        f"resume={run_dir.resolve()}",
+    ]
 
 
 @pytest.mark.parametrize(
