@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.console import Progress
 from runner.checkpoint_target import resolve_checkpoint, run_dir_of
 
 
@@ -59,7 +59,7 @@ def evaluate(
     kind = cfg.task.kind
     device = resolve_device(device, DistInfo())
     actor, _ = load_actor(checkpoint, device=device)
-    handle = build_env(cfg.task, device, seed)
+    handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.get("clip_actions"))
     env = handle.env
     returns, lengths, errors = [], [], {}
     tracking = {"lin": 0.0, "yaw": 0.0, "count": 0}
@@ -74,7 +74,8 @@ def evaluate(
         max_steps = int(env.max_episode_length) * (episodes // env.num_envs + 2)
         if video is not None:
             max_steps += min(int(env.max_episode_length) * video.episodes, math.ceil(video.max_seconds / dt))
-        said = time.monotonic()
+        progress = Progress(total=episodes, unit="episode", interval_s=15.0)
+        shown = 0
         for step in range(max_steps):
             with torch.inference_mode():
                 actions = actor(obs)
@@ -100,10 +101,13 @@ def evaluate(
                     recording = None
             if len(returns) >= episodes and recording is None:
                 break
-            if time.monotonic() - said > 15.0:
-                said = time.monotonic()
-                frames = f", {recording.writer.frames} frames" if recording is not None else ""
-                print(f"[rlforge] play: step {step + 1}, {len(returns)} episodes ended{frames}", flush=True)
+            if len(returns) > shown:
+                shown = len(returns)
+                figures = {"mean return": f"{_mean(returns):.2f}", "step": str(step + 1)}
+                if recording is not None:
+                    figures["frames"] = str(recording.writer.frames)
+                progress.update(min(shown, episodes), figures)
+        progress.close()
         if recording is not None:  # the step budget ran out first: keep what was drawn
             clip = recording.finish()
             recording = None
