@@ -99,14 +99,14 @@ def evaluate(
                 clip = recording.after_step(bool(done[recording.env_id]))
                 if clip is not None:
                     recording = None
-            if len(returns) >= episodes and recording is None:
-                break
             if len(returns) > shown:
                 shown = len(returns)
                 figures = {"mean return": f"{_mean(returns):.2f}", "step": str(step + 1)}
                 if recording is not None:
                     figures["frames"] = str(recording.writer.frames)
                 progress.update(min(shown, episodes), figures)
+            if len(returns) >= episodes and recording is None:
+                break
         progress.close()
         if recording is not None:  # the step budget ran out first: keep what was drawn
             clip = recording.finish()
