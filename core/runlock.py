@@ -90,6 +90,30 @@ def _read_holder(fd: int) -> dict[str, Any] | None:
         return {"unreadable": raw[:200].decode(errors="replace")}
 
 
+def _is_held_elsewhere(error: OSError) -> bool:
+    return error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
+def current_holder(run_dir: Path) -> dict[str, Any] | None:
+    """The record of the process holding the run directory's lock now (an empty dict if it wrote none yet), or
+    None when nobody holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as error:
+            if not _is_held_elsewhere(error):
+                raise
+            return _read_holder(fd) or {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def acquire(run_dir: Path, identity: dict[str, Any] | None = None) -> RunLock:
     """Take the run directory's lock, or raise :class:`RunLocked` naming the live holder.
 
@@ -101,7 +125,7 @@ def acquire(run_dir: Path, identity: dict[str, Any] | None = None) -> RunLock:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
-        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        if _is_held_elsewhere(error):
             holder = _read_holder(fd) or {}
             os.close(fd)
             raise RunLocked(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import accounting, runlock
+from core import accounting, ledger, runlock
 from core.ledger import LEDGER
 from core.rundir import CONFIG, CONSOLE_LOG, MANIFEST, METRICS, SUMMARY
 
@@ -152,44 +152,15 @@ def sagemaker_description(record: dict[str, Any]) -> dict[str, Any] | None:
 def local_state(run_dir: Path) -> str:
     """``running`` while a process holds the run's lock, ``completed`` once it wrote its summary, else how its
     last attempt ended as the ledger says (``interrupted``, ``failed``), or ``stopped``."""
-    holder = lock_holder(run_dir)
+    holder = runlock.current_holder(run_dir)
     if holder is not None:
         return "running"
     if (run_dir / SUMMARY).is_file():
         return "completed"
-    ends = [e for e in _ledger(run_dir) if e.get("event") == "end"]
+    ends = [e for e in ledger.read(run_dir) if e.get("event") == "end"]
     if ends:
         return str(ends[-1].get("how") or ends[-1].get("status") or "stopped")
     return "stopped"
-
-
-def lock_holder(run_dir: Path) -> dict[str, Any] | None:
-    """Who holds the run directory's lock now (host, pid, job), or None when nobody does."""
-    path = Path(run_dir) / runlock.LOCK_FILE
-    if not path.is_file():
-        return None
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            text = Path(path).read_text().strip()
-            try:
-                return json.loads(text) if text else {}
-            except json.JSONDecodeError:
-                return {}
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _ledger(run_dir: Path) -> list[dict[str, Any]]:
-    from core.ledger import read_jsonl
-
-    return read_jsonl(Path(run_dir) / LEDGER)
 
 
 def state(job: Job) -> str:
@@ -274,7 +245,7 @@ def status(job: Job, prices: dict[str, Any] | None = None) -> str:
         + (f" ({fig.cost_note})" if fig.cost_note else ""),
     ]
     if job.launcher == "local":
-        holder = lock_holder(job.folder)
+        holder = runlock.current_holder(job.folder)
         if holder:
             lines.append(f"  held by     {runlock.describe(holder)}")
     if job.launcher == "hyperpod":
@@ -360,7 +331,7 @@ def _finished(job: Job) -> bool:
     if job.launcher == "hyperpod":
         current = (slurm_state(job.id) or "").upper()
         return current not in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED")
-    return lock_holder(job.folder) is None
+    return runlock.current_holder(job.folder) is None
 
 
 # ------------------------------------------------------------------------------------------------- stop
@@ -376,7 +347,7 @@ def stop(job: Job) -> str:
     if job.launcher == "sagemaker":
         _sagemaker_client(job.record).stop_training_job(TrainingJobName=job.record["training_job_name"])
         return f"StopTrainingJob {job.id}: the run checkpoints within SageMaker's 120 s and the job ends Stopped"
-    holder = lock_holder(job.folder)
+    holder = runlock.current_holder(job.folder)
     if not holder:
         raise RuntimeError(f"{job.name} is not running (nobody holds {job.folder / runlock.LOCK_FILE})")
     import socket

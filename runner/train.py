@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core import ledger, lifecycle
+from core.console import Progress
 from core.distributed import dist_info, resolve_device
 from core.rundir import (
     CHECKPOINT_DIR,
@@ -30,6 +31,7 @@ from core.rundir import (
     STARTUP_LOG,
     SUMMARY,
     build_manifest,
+    latest_checkpoint,
     source_state,
     write_json_atomic,
     write_text_atomic,
@@ -221,15 +223,13 @@ def _restore_latest(trainer, run_dir: Path, device: str, is_main: bool, resuming
 
 def _finish(cfg: DictConfig, trainer, run_dir: Path, device: str) -> float:
     """Rank 0: write the summary and the ledger's end, print the one-screen summary; return the objective."""
-    from core import checkpoint
-
     metrics = ledger.read_jsonl(run_dir / METRICS)
     objective = _objective(metrics, cfg.objective)
-    newest = checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)
+    newest = latest_checkpoint(run_dir)
     summary = {
         "run_dir": str(run_dir),
         "iterations": trainer.iterations_done,
-        "checkpoint": str(newest[0][1]) if newest else None,
+        "checkpoint": str(newest[1]) if newest else None,
         "tensorboard": str(run_dir),
         "objective": {"key": cfg.objective, "value": objective},
         "last": trainer.last_stats,
@@ -261,7 +261,6 @@ def run(cfg: DictConfig) -> float:
 def _run(cfg: DictConfig) -> float:
     import torch
 
-    from core import checkpoint
     from tasks.registry import list_kinds
 
     global _runs_in_this_process
@@ -278,10 +277,10 @@ def _run(cfg: DictConfig) -> float:
     run_dir = _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = (run_dir / MANIFEST).is_file()
-    newest = checkpoint.list_checkpoints(run_dir / CHECKPOINT_DIR)
+    newest = latest_checkpoint(run_dir)
     # Until the first iteration starts, a stop request ends the attempt at once: the newest checkpoint holds
     # everything the run has learned.
-    lifecycle.begin_startup(newest[0][0] if newest else 0)
+    lifecycle.begin_startup(newest[0] if newest else 0)
     lifecycle.install_signal_handlers()
     lock = None
     try:
@@ -358,8 +357,6 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
             where = f"; start-up output in {run_dir / STARTUP_LOG}" if cfg.console == "compact" else ""
             print(f"[rlforge] ready to train in {time.perf_counter() - started:.1f} s{where}", flush=True)
         if info.is_main and cfg.console == "compact":
-            from core.console import Progress
-
             trainer.console = Progress(
                 total=int(cfg.algo.max_iterations), start=start_iteration, interval_s=float(cfg.console_interval_s)
             )
