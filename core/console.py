@@ -9,6 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+REDRAW = "\r\033[K"
+"""What a terminal progress line starts with: back to the line's start, then erase it."""
+
 
 def duration(seconds: float) -> str:
     """``1:02:03``, ``2:03`` or ``45s``: short enough for a progress line."""
@@ -69,7 +72,7 @@ class Progress:
         if self.is_terminal:
             filled = int(self.width * done / self.total) if self.total else self.width
             bar = "#" * filled + "." * (self.width - filled)
-            self.stream.write(f"\r\033[K[{bar}] {text}")
+            self.stream.write(f"{REDRAW}[{bar}] {text}")
             self._drawn = True
             if done >= self.total:
                 self.stream.write("\n")
@@ -86,7 +89,7 @@ class Progress:
         """Take the progress line off a terminal, so that other output starts on a clean line; the next
         :meth:`update` draws it again."""
         if self.is_terminal and self._drawn:
-            self.stream.write("\r\033[K")
+            self.stream.write(REDRAW)
             self.stream.flush()
             self._drawn = False
 

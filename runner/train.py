@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from core import ledger, lifecycle
-from core.console import Progress
+from core.console import REDRAW, Progress
 from core.distributed import dist_info, resolve_device
 from core.rundir import (
     CHECKPOINT_DIR,
@@ -386,10 +386,17 @@ class _Tee(io.TextIOBase):
 
     def __init__(self, console, copy) -> None:
         self.console, self.copy = console, copy
+        self._line_start = True
 
     def write(self, text: str) -> int:
         self.console.write(text)
-        self.copy.write(text.replace("\r\033[K", "\n").replace("\n\n", "\n"))
+        for index, piece in enumerate(text.split(REDRAW)):
+            if index and not self._line_start:  # a redraw ends the line being drawn; in the copy, a new line
+                self.copy.write("\n")
+                self._line_start = True
+            if piece:
+                self.copy.write(piece)
+                self._line_start = piece.endswith("\n")
         return len(text)
 
     def flush(self) -> None:
