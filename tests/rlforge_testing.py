@@ -84,3 +84,14 @@ def only_run(root: Path) -> Path:
     runs = [p for p in root.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def wait_for(condition, what: str, timeout: float = 120, interval: float = 0.5):
+    """The first true value of ``condition()``, asked every ``interval`` seconds; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from core.accounting import estimate_cost, load_prices
-from rlforge_testing import ROOT, start_train
+from rlforge_testing import ROOT, start_train, wait_for
 
 
 def jobs(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -23,21 +22,14 @@ def jobs(root: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def wait_for(condition, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
-
-
 def test_a_local_run_is_listed_followed_and_stopped_with_a_checkpoint(toy_args, tmp_path):
     root = tmp_path / "outputs"
     proc = start_train([*toy_args, "algo.max_iterations=100000", "algo.save_interval=100000"], cwd=tmp_path)
     try:
-        metrics = wait_for(lambda: next(iter(root.glob("toy/*/metrics.jsonl")), None), "training to start")
-        wait_for(lambda: len(metrics.read_text().splitlines()) >= 3, "three iterations")
+        metrics = wait_for(
+            lambda: next(iter(root.glob("toy/*/metrics.jsonl")), None), "training to start", interval=0.1
+        )
+        wait_for(lambda: len(metrics.read_text().splitlines()) >= 3, "three iterations", interval=0.1)
         run_dir = metrics.parent
         listed = jobs(root, "list")
         assert listed.returncode == 0, listed.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rlforge_testing import SMALL_TOY
+from rlforge_testing import SMALL_TOY, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -64,16 +64,6 @@ def ledger(run_dir: str | Path) -> list[dict]:
 
 def summary_iterations(run_dir: str | Path) -> int:
     return json.loads((Path(run_dir) / "summary.json").read_text())["iterations"]
-
-
-def wait_for(condition, what: str, timeout: float = 120, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def checkpoint_iterations(run_dir: str | Path) -> list[int]:

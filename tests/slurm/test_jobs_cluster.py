@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hyperpod_cluster import REPO, checkpoint_iterations, submitted, train, wait_for
+from test_hyperpod_cluster import REPO, checkpoint_iterations, submitted, train
+
+from rlforge_testing import wait_for
 
 pytestmark = pytest.mark.slurm
 
