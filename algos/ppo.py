@@ -155,15 +155,16 @@ class PPOTrainer(OnPolicyRunner):
         self.recorder = None
         """Called after every rollout step as ``recorder.after_step(iterations_done, log_writer)`` when set (clips)."""
         self.allreduce_s = 0.0
+        """Seconds of this iteration's gradient all-reduces, where the update runs eagerly."""
         if self.is_distributed:
-            self._time_gradient_allreduce()
+            self.alg.reduce_parameters = self._timed(self.alg.reduce_parameters)
 
-    def _time_gradient_allreduce(self) -> None:
-        """Count the seconds PPO spends in its gradient all-reduce (per iteration, in ``allreduce_s``).
+    def _timed(self, reduce: Callable[[], None]) -> Callable[[], None]:
+        """``reduce`` (a gradient all-reduce) counting its seconds into ``allreduce_s``.
 
         The GPU is synchronized before and after, so the figure is the reduction alone, not queued backward work.
+        A graphed update records the all-reduce inside its graph, where it cannot be timed apart.
         """
-        reduce = self.alg.reduce_parameters
         synchronize = torch.cuda.synchronize if str(self.device).startswith("cuda") else (lambda: None)
 
         def timed_reduce() -> None:
@@ -173,7 +174,7 @@ class PPOTrainer(OnPolicyRunner):
             synchronize()
             self.allreduce_s += time.perf_counter() - start
 
-        self.alg.reduce_parameters = timed_reduce
+        return timed_reduce
 
     # rsl-rl's version assumes NCCL and cuda:LOCAL_RANK; this one follows the chosen device.
     def _configure_multi_gpu(self) -> None:
@@ -334,6 +335,8 @@ class PPOTrainer(OnPolicyRunner):
             return self.alg.update()
         if self._update_data is None:
             self._update_data = speed.UpdateData(self.alg)
+            if self._update_data.reduce_gradients is not None:
+                self._update_data.reduce_gradients = self._timed(self._update_data.reduce_gradients)
         return speed.sync_free_update(self.alg, self._update_data)
 
     def train(self, until: int) -> None:
@@ -383,12 +386,15 @@ class PPOTrainer(OnPolicyRunner):
                         action_std=self.alg.get_policy().output_std,
                         rnd_weight=None,
                     )
+                # Inside the update's graph the all-reduce cannot be timed apart: None says so.
+                graphed_allreduce = self.is_distributed and self._graphed_update is not None
+                allreduce_s = None if graphed_allreduce else self.allreduce_s
                 self.last_stats = {
                     "iteration": self.iterations_done,
                     "time": time.time(),
                     "collect_s": collect_time,
                     "learn_s": learn_time,
-                    "allreduce_s": self.allreduce_s,
+                    "allreduce_s": allreduce_s,
                     "env_steps": self.cfg["num_steps_per_env"] * self.env.num_envs * self.gpu_world_size,
                     "learning_rate": self.alg.learning_rate,
                     **{f"Loss/{k}": v for k, v in loss_dict.items()},

@@ -7,6 +7,9 @@ device to drain. Each piece here removes some of that and keeps rsl-rl's arithme
 - :func:`sync_free_update`: rsl-rl's ``PPO.update`` (feed-forward actor and critic, no RND or symmetry), with the
   adaptive learning rate decided on the device and the loss means summed there, so the host never waits for the
   device in the middle of an update (rsl-rl waits four times per mini-batch); Adam runs fused, one kernel per step.
+  In a distributed run the gradients are averaged over the ranks with one all-reduce of one flat buffer per
+  mini-batch (:class:`~core.distributed.GradientMean`).
+- :class:`GraphedUpdate`: that mini-batch step, all-reduces included, recorded once as a CUDA graph and replayed.
 - :class:`GraphedAct`: the actor's and critic's forward passes of rsl-rl's ``PPO.act`` recorded once as a CUDA
   graph and replayed each step; sampling stays eager.
 - :class:`NanWatch`: the NaN check of every step's observations, rewards and dones kept on the device and read once
@@ -20,6 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from core.distributed import DistInfo, GradientMean, any_rank
 
 
 def sync_free_supported(alg) -> str | None:
@@ -81,6 +86,13 @@ class UpdateData:
         self.idx = torch.zeros(self.mini_batch, dtype=torch.long, device=device)
         self.lr = torch.tensor(float(alg.learning_rate), dtype=torch.float32, device=device)
         self.sums = torch.zeros(3, device=device)
+        self.reduce_gradients: Callable[[], None] | None = None
+        """Averages the gradients over the ranks after each backward pass (distributed runs only); the trainer may
+        wrap it to time it where the update runs eagerly."""
+        if alg.is_multi_gpu:
+            # rsl-rl's order (actor, then critic), so the flat buffer is laid out alike on every rank.
+            params = [*alg.actor.parameters(), *alg.critic.parameters()]
+            self.reduce_gradients = GradientMean(params, alg.gpu_world_size)
 
     def load(self, alg) -> None:
         """This iteration's advantages and the current rate; loss sums start at zero."""
@@ -91,9 +103,12 @@ class UpdateData:
 
 def _minibatch_step(alg, data: UpdateData) -> None:
     """One PPO mini-batch step of rsl-rl's update on the samples ``data.idx``: losses, the KL-adapted learning rate,
-    backward, gradient clipping, optimizer step; loss values are added to ``data.sums``.
+    backward, the gradients' mean over the ranks, gradient clipping, optimizer step; loss values are added to
+    ``data.sums``.
 
     The actor's distribution is set from its network output without drawing the sample rsl-rl draws and discards.
+    In a distributed run it makes two all-reduces, the KL's and the gradients' (one flat buffer), and nothing else
+    that needs the host: the same function runs eagerly on gloo and is recorded in a CUDA graph on NCCL.
     """
     from tensordict import TensorDict
 
@@ -132,8 +147,8 @@ def _minibatch_step(alg, data: UpdateData) -> None:
         loss = surrogate_loss + alg.value_loss_coef * value_loss - alg.entropy_coef * entropy_mean
     alg.optimizer.zero_grad(set_to_none=False)
     loss.backward()
-    if alg.is_multi_gpu:
-        alg.reduce_parameters()
+    if data.reduce_gradients is not None:
+        data.reduce_gradients()
     nn.utils.clip_grad_norm_(alg.actor.parameters(), alg.max_grad_norm)
     nn.utils.clip_grad_norm_(alg.critic.parameters(), alg.max_grad_norm)
     alg.optimizer.step()
@@ -180,7 +195,8 @@ def sync_free_update(alg, data: UpdateData | None = None) -> dict[str, float]:
     The differences from rsl-rl's loop are where numbers live, not what they are: the learning rate is a device
     scalar that the optimizer reads directly (rsl-rl moves the KL to the host to compare it, per mini-batch), and
     the three loss means are summed on the device and read at the end (rsl-rl reads each with ``.item()``). In a
-    distributed run every rank derives the same rate from the all-reduced KL, where rsl-rl broadcasts rank 0's.
+    distributed run every rank derives the same rate from the all-reduced KL, where rsl-rl broadcasts rank 0's, and
+    the gradients are averaged with one all-reduce of one flat buffer, where rsl-rl packs a new one each time.
     """
     data = data or UpdateData(alg)
     return _run_update(alg, data, lambda: _minibatch_step(alg, data))
@@ -191,8 +207,6 @@ def graph_update_unsupported(alg) -> str | None:
     reason = sync_free_supported(alg) or graph_unsupported(alg)
     if reason:
         return reason
-    if alg.is_multi_gpu:
-        return "distributed training (the gradient all-reduce stays outside graphs)"
     if alg.use_mixed_precision:
         return "mixed precision"
     if not str(alg.device).startswith("cuda"):
@@ -208,6 +222,19 @@ class GraphedUpdate:
     optimizer state and counters copied back in place), so the first update learns what it would have learned.
     Each update then copies this iteration's advantages and rate in, and per mini-batch its sample indices, and
     replays: no Python per kernel, no wait for the device until the end.
+
+    In a distributed run (NCCL) the graph holds the step's two all-reduces, the KL's and the gradients' flat one, so
+    a mini-batch is still one launch on every rank. What recording them needs, and what is done for it here:
+
+    - the NCCL communicator exists before the capture (one cannot be created inside it): the run broadcasts the
+      parameters when training starts, and the set-up steps make the step's own collectives eagerly first;
+    - the capture is ``thread_local``: ProcessGroupNCCL's watchdog thread queries the events of eager collectives,
+      which a global-mode capture would count as a forbidden call from another thread;
+    - nothing in the step waits on the host: ``TORCH_NCCL_BLOCKING_WAIT`` and ``TORCH_NCCL_NAN_CHECK`` stay unset
+      (the first makes the host wait for every collective, the second reads each collective's input back);
+    - every rank decides alike: a graph holding a collective has to be replayed by all ranks or by none, so after
+      recording the ranks agree with one eager all-reduce, and when any rank failed every rank raises, and the
+      trainer runs the eager sync-free update, whose step is the same function.
     """
 
     def __init__(self, alg, warmup: int = 3) -> None:
@@ -229,6 +256,7 @@ class GraphedUpdate:
         }
         data.load(alg)
         data.idx.copy_(_permutation(alg, data)[: data.mini_batch])
+        error: Exception | None = None
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -240,6 +268,8 @@ class GraphedUpdate:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 _minibatch_step(alg, data)
+        except Exception as caught:  # every rank learns of a failure before it is raised
+            error = caught
         finally:
             # Undo the set-up steps in place: the graph holds these very tensors.
             with torch.no_grad():
@@ -254,6 +284,12 @@ class GraphedUpdate:
             for group in optimizer.param_groups:
                 group["lr"] = float(alg.learning_rate)
             torch.cuda.synchronize()
+        if alg.is_multi_gpu:
+            ranks = DistInfo(rank=alg.gpu_global_rank, world_size=alg.gpu_world_size)
+            if any_rank(error is not None, ranks, str(alg.device)) and error is None:
+                error = RuntimeError("the update's graph could not be recorded on another rank")
+        if error is not None:
+            raise error
 
     def __call__(self) -> dict[str, float]:
         return _run_update(self.alg, self.data, self.graph.replay)

@@ -68,3 +68,43 @@ def any_rank(flag: bool, info: DistInfo, device: str) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+class GradientMean:
+    """Average the gradients of a fixed list of parameters over all ranks with one all-reduce of one flat buffer.
+
+    A call copies every gradient into one flat buffer, sums the buffer over the ranks in a single all-reduce, divides
+    it by the world size and copies each slice back into its parameter's ``.grad``. That is what rsl-rl's
+    ``PPO.reduce_parameters`` computes: it packs the gradients into buffers of at most 25 MB and reduces each, so for
+    a policy under 25 MB it also makes one all-reduce, but it builds a new buffer every time. Parameters without a
+    gradient are skipped, as rsl-rl skips them.
+
+    The buffer is made at the first call and kept, so later calls allocate nothing and never wait for the device:
+    with NCCL the call can be recorded in a CUDA graph (NCCL 2.9.6 or newer) and replayed; with gloo it runs eagerly.
+    The same code runs both ways.
+    """
+
+    def __init__(self, params, world_size: int) -> None:
+        self.params = list(params)
+        """The parameters whose gradients are averaged, in a fixed order (the same on every rank)."""
+        self.world_size = world_size
+        """Ranks taking part; the summed gradients are divided by it."""
+        self.buffer = None
+        """The flat buffer of all gradients, made at the first call."""
+
+    def __call__(self) -> None:
+        import torch
+        import torch.distributed as dist
+
+        grads = [param.grad for param in self.params if param.grad is not None]
+        if not grads:
+            return
+        numel = sum(grad.numel() for grad in grads)
+        buffer = self.buffer
+        if buffer is None or buffer.numel() != numel or buffer.device != grads[0].device:
+            buffer = self.buffer = torch.empty(numel, dtype=grads[0].dtype, device=grads[0].device)
+        torch.cat([grad.reshape(-1) for grad in grads], out=buffer)
+        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+        buffer.div_(self.world_size)
+        slices = buffer.split([grad.numel() for grad in grads])
+        torch._foreach_copy_(grads, [piece.view_as(grad) for piece, grad in zip(slices, grads, strict=True)])
