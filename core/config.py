@@ -35,6 +35,13 @@ class Physics(StrEnum):
     physx = "physx"
 
 
+class Frontend(StrEnum):
+    """How an Isaac Lab environment runs its managers."""
+
+    torch = "torch"
+    warp = "warp"
+
+
 class TerrainType(StrEnum):
     """Kinds of ground."""
 
@@ -223,6 +230,13 @@ class TaskConfig:
     """Physics steps per policy step (the policy runs at 1 / (sim_dt * decimation) Hz)."""
     physics: Physics = Physics.newton_mjwarp
     """Physics preset: ``newton_mjwarp`` (MuJoCo-Warp on Newton, no Isaac Sim needed) or ``physx`` (needs Isaac Sim)."""
+    frontend: Frontend = Frontend.torch
+    """How the environment's managers (observations, rewards, terminations, events, actions) run: ``torch``, Isaac
+    Lab's ``ManagerBasedRLEnv`` (PyTorch); ``warp``, Isaac Lab's Warp frontend (``ManagerBasedRLEnvWarp``): the same
+    terms as Warp kernels, each manager's step recorded once as a CUDA graph and replayed on a GPU (launched without
+    graphs on the CPU, where they cannot be recorded). ``warp`` needs ``physics: newton_mjwarp``; terms it has no Warp
+    version of are refused with their names before the simulator starts (the rough-terrain height scan is this
+    project's, ``tasks/warp_terms.py``). Isaac Lab tasks only."""
     torchscript: bool = False
     """Compile the TorchScript functions Isaac Lab scripts when imported (its math utilities: seconds of every
     start). Off, they run as the plain PyTorch functions they are written as; applies from the process's first

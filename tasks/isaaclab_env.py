@@ -133,6 +133,11 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     """Isaac Lab's env config for ``task.isaaclab_id``, with every field of the task config applied."""
     from isaaclab_tasks.utils import resolve_task_config
 
+    if task.frontend == "warp" and task.physics != "newton_mjwarp":
+        raise ValueError(
+            f"task.frontend=warp runs on Newton only, not task.physics={task.physics}; "
+            "use task.physics=newton_mjwarp, or task.frontend=torch"
+        )
     if task.physics == "physx" and importlib.util.find_spec("isaacsim") is None:
         raise ValueError(
             "task.physics=physx needs Isaac Sim installed (the isaacsim packages); "
@@ -204,13 +209,17 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     apply_rewards(env_cfg, container["rewards"])
     for dotted, value in flatten(container["env_overrides"]).items():
         set_dotted(env_cfg, dotted, _to_isaac_value(value))
+    if task.frontend == "warp":
+        from tasks.warp_frontend import adapt
+
+        adapt(env_cfg, task.name, device)
     return env_cfg
 
 
 def build(task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> EnvHandle:
     """Launch the (kit-less) simulation and build the wrapped environment (which clamps actions to
     ``clip_actions`` when given)."""
-    info: dict[str, Any] = {"kind": "isaaclab"}
+    info: dict[str, Any] = {"kind": "isaaclab", "frontend": str(task.frontend)}
     configure_warp(task.kernels)
     set_torchscript(bool(task.torchscript))
     with contextlib.ExitStack() as stack:
@@ -221,11 +230,20 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
 
         env_cfg = info["env_cfg"] = build_env_cfg(task, device, seed)
         stack.enter_context(launch_simulation(env_cfg, {"device": device}))
-        from isaaclab.envs import ManagerBasedRLEnv
         from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
 
-        env = ManagerBasedRLEnv(cfg=env_cfg)
-        stack.callback(env.close)
+        if task.frontend == "warp":
+            from tasks.warp_frontend import build_env, captured_managers, describe
+
+            env = build_env(env_cfg, task.isaaclab_id)
+            stack.callback(env.close)
+            info["captured"] = captured_managers(env)
+            print(describe(info["captured"]))
+        else:
+            from isaaclab.envs import ManagerBasedRLEnv
+
+            env = ManagerBasedRLEnv(cfg=env_cfg)
+            stack.callback(env.close)
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiled"] = _report(precompiler.result())
