@@ -96,6 +96,41 @@ STDERR_MARK = [
 ]
 
 
+INFINIBAND_DEVICES = "/sys/class/infiniband"
+"""Where the kernel lists RDMA devices; an EFA device's ``device/driver`` link ends in ``efa``."""
+
+
+def efa_environment(settings: HyperPodSettings) -> dict[str, str]:
+    """The variables a node with an EFA device exports (``launcher.efa``, ``launcher.efa_device_rdma``): the one owner
+    of NCCL's EFA settings."""
+    if not settings.efa:
+        return {}
+    environment = {"FI_PROVIDER": "efa"}
+    if settings.efa_device_rdma:
+        environment["FI_EFA_USE_DEVICE_RDMA"] = "1"
+    return environment
+
+
+def efa_setup(environment: dict[str, str], devices: str = INFINIBAND_DEVICES) -> list[str]:
+    """Batch-script lines that export ``environment`` (:func:`efa_environment`) when the node has an EFA device
+    under ``devices``, each variable only where the job's environment does not hold it already, and say so in the
+    job's log. The training tasks of every node inherit what the batch script exports."""
+    if not environment:
+        return []
+    lines = [
+        "rlforge_efa=",
+        f"for rlforge_driver in {shlex.quote(devices)}/*/device/driver; do",
+        '  case "$(readlink -f "$rlforge_driver" 2>/dev/null)" in */efa) rlforge_efa=1 ;; esac',
+        "done",
+        'if [ -n "$rlforge_efa" ]; then',
+    ]
+    for name, value in environment.items():
+        lines.append(f'  [ -n "${{{name}+set}}" ] || export {name}={shlex.quote(str(value))}')
+    shown = " ".join(f"{name}=${{{name}}}" for name in environment)
+    lines += [f'  echo "[hyperpod] EFA device found: {shown}"', "fi"]
+    return lines
+
+
 def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
     """Batch-script lines run after the training step: tell an out-of-memory kill apart, requeue other kills.
 
@@ -148,7 +183,7 @@ def executor_parameters(
         setup += [f"export {name}={shlex.quote(value)}" for name, value in source.environment().items()]
     if settings.instance_type:
         setup.append(f"export {INSTANCE_TYPE_ENV}={shlex.quote(settings.instance_type)}")
-    setup += [*settings.setup, *STDERR_MARK]
+    setup += [*efa_setup(efa_environment(settings)), *settings.setup, *STDERR_MARK]
     parameters: dict[str, Any] = {
         "job_name": job_name,
         "time": int(settings.time_limit_min),
@@ -387,6 +422,8 @@ def check_before_submit(settings: HyperPodSettings, output_root: Path, code_dir:
         )
     if settings.max_requeues < 0:
         errors.append(f"launcher.max_requeues={settings.max_requeues}: give 0 or more")
+    if settings.efa_device_rdma and not settings.efa:
+        errors.append("launcher.efa_device_rdma=true needs launcher.efa=true (it is one of the EFA settings)")
     if settings.source_snapshot and code_dir is not None and work_tree_root(code_dir) is None:
         errors.append(
             f"{code_dir} is not in a git work tree, which launcher.source_snapshot=true copies for the jobs; "

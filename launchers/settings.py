@@ -56,6 +56,14 @@ class HyperPodSettings(LauncherConfig):
     """Requeues of one run after preemption, time limit or a killed job step before it is left failed."""
     setup: list[str] = field(default_factory=list)
     """Shell lines run in the batch script before the training processes start (module loads, venv activation)."""
+    efa: bool = True
+    """On a node with an EFA device, export `FI_PROVIDER=efa` in the batch script: NCCL then reaches the other nodes
+    over EFA (through the aws-ofi-nccl plugin of HyperPod's images), whose libfabric uses its EFA provider only, never
+    its TCP one. A value the job's environment already holds (the submitter's shell, the cluster) is kept, and `setup` lines
+    run after these. False exports nothing. docs/hyperpod.md lists the settings."""
+    efa_device_rdma: bool = False
+    """With `efa`, also export `FI_EFA_USE_DEVICE_RDMA=1` (GPUDirect RDMA over EFA): for instances whose EFA device
+    supports RDMA (p4d, p4de, for which SageMaker's training toolkit sets it); leave it off on others."""
     output_root: str = "outputs"
     """Folder for run directories and Slurm job files; every node must see it (on HyperPod, under /fsx)."""
     python: str | None = None

@@ -36,6 +36,8 @@ HYPERPOD_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "signal_delay_s": ("launcher.signal_delay_s=300", ()),
     "max_requeues": ("launcher.max_requeues=3", ()),
     "setup": ("launcher.setup=[module load cuda]", ()),
+    "efa": ("launcher.efa=false", ()),
+    "efa_device_rdma": ("launcher.efa_device_rdma=true", ()),
     "output_root": ("launcher.output_root={tmp}/elsewhere", ()),
     "python": ("launcher.python=/opt/venv/bin/python", ()),
     "container_image": ("launcher.container_image=/fsx/images/train.sqsh", ()),
@@ -107,6 +109,50 @@ def test_every_hyperpod_setting_reaches_the_batch_script(compose_cfg, tmp_path, 
     default = batch_script(compose_cfg, list(shared), code_dir)
     changed = batch_script(compose_cfg, [*shared, override], code_dir)
     assert changed != default, f"{override} changes nothing in the batch script"
+
+
+def _exported_after_efa_setup(tmp_path: Path, driver: str, environment: dict[str, str], preset: dict[str, str]):
+    """What a node whose RDMA device is bound to ``driver`` exports after the EFA lines of the batch script."""
+    devices = tmp_path / "infiniband"
+    (devices / "rdmap0s6" / "device").mkdir(parents=True)
+    (tmp_path / "drivers" / driver).mkdir(parents=True)
+    (devices / "rdmap0s6" / "device" / "driver").symlink_to(tmp_path / "drivers" / driver)
+    script = "\n".join([*hyperpod.efa_setup(environment, str(devices)), "env"])
+    clean = {"PATH": "/usr/bin:/bin", **preset}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=clean, check=True)
+    exported = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return exported, result.stdout
+
+
+def test_efa_settings_are_exported_on_a_node_with_an_efa_device_only(tmp_path):
+    environment = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"}
+    exported, printed = _exported_after_efa_setup(tmp_path / "efa", "efa", environment, {})
+    assert exported["FI_PROVIDER"] == "efa" and exported["FI_EFA_USE_DEVICE_RDMA"] == "1"
+    assert "[hyperpod] EFA device found: FI_PROVIDER=efa FI_EFA_USE_DEVICE_RDMA=1" in printed
+    exported, printed = _exported_after_efa_setup(tmp_path / "mellanox", "mlx5_core", environment, {})
+    assert "FI_PROVIDER" not in exported and "EFA device found" not in printed
+
+
+def test_a_value_the_job_already_holds_is_kept(tmp_path):
+    exported, _ = _exported_after_efa_setup(tmp_path, "efa", {"FI_PROVIDER": "efa"}, {"FI_PROVIDER": "tcp"})
+    assert exported["FI_PROVIDER"] == "tcp"
+
+
+def test_the_batch_script_exports_fi_provider_on_efa_nodes_unless_efa_is_off(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hyperpod, "HYPERPOD_MARKER", tmp_path / "not-a-hyperpod-node")
+    code_dir = git_work_tree(tmp_path / "code", "")
+    script = batch_script(compose_cfg, [], code_dir)
+    assert "\n".join(hyperpod.efa_setup({"FI_PROVIDER": "efa"})) in script
+    rdma = batch_script(compose_cfg, ["launcher.efa_device_rdma=true"], code_dir)
+    assert "\n".join(hyperpod.efa_setup({"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"})) in rdma
+    assert "rlforge_efa" not in batch_script(compose_cfg, ["launcher.efa=false"], code_dir)
+
+
+def test_device_rdma_without_efa_is_refused(tmp_path):
+    settings = HyperPodSettings(efa=False, efa_device_rdma=True, dry_run=True)
+    with pytest.raises(hyperpod.SubmitCheckError, match="launcher.efa_device_rdma=true needs launcher.efa=true"):
+        hyperpod.check_before_submit(settings, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------- SageMaker
