@@ -108,6 +108,24 @@ def test_unsupported_update_falls_back_to_rsl_rl(compose_cfg, tmp_path):
         assert speed.sync_free_supported(trainer.alg) == "random network distillation"
 
 
+def test_a_distributed_learner_is_graphed_with_its_gradient_mean_inside_the_step(compose_cfg, tmp_path):
+    """Distribution no longer keeps the update out of a graph: the step averages the gradients itself, over actor and
+    critic in rsl-rl's order; one process has nothing to average."""
+    from core.distributed import GradientMean
+
+    with toy_trainer(compose_cfg, tmp_path) as trainer:
+        alg = trainer.alg
+        _rollout(trainer)
+        assert speed.UpdateData(alg).reduce_gradients is None
+        alg.is_multi_gpu, alg.gpu_world_size, alg.device = True, 2, "cuda:0"
+        assert speed.graph_update_unsupported(alg) is None
+        reduce = speed.UpdateData(alg).reduce_gradients
+        assert isinstance(reduce, GradientMean) and reduce.world_size == 2
+        expected = [*alg.actor.parameters(), *alg.critic.parameters()]
+        assert len(reduce.params) == len(expected)
+        assert all(mine is theirs for mine, theirs in zip(reduce.params, expected, strict=True))
+
+
 def test_policy_step_from_separate_networks_equals_rsl_rl_act(compose_cfg, tmp_path):
     """The graphed step's eager half, fed by eager networks, gives rsl-rl's act bit for bit (samples included)."""
     with toy_trainer(compose_cfg, tmp_path) as trainer:
