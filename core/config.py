@@ -340,7 +340,8 @@ class SpeedConfig:
     """Record the policy's per-step inference as a CUDA graph and replay it (CUDA, feed-forward models only)."""
     graph_update: bool = True
     """Record PPO's mini-batch step (forward, losses, backward, clipping, Adam) as a CUDA graph and replay it for
-    every mini-batch (CUDA, one process, plain MLP models, no mixed precision; needs ``sync_free_update``)."""
+    every mini-batch (CUDA, plain MLP models, no mixed precision; needs ``sync_free_update``). In a distributed run
+    the gradient and KL all-reduces are recorded in the graph too."""
     tf32: bool = True
     """Allow TF32 matrix products on CUDA, as Isaac Lab's own rsl-rl trainer does; false keeps full float32."""
     freeze_gc: bool = True
