@@ -3,6 +3,13 @@
     python scripts/benchmark.py --quick                       # CPU, 16 envs, a few iterations: minutes
     python scripts/benchmark.py --device cuda --num-envs 4096 --iterations 20 --out bench.json
     python scripts/benchmark.py --learning                    # CPU: mean-reward curves, 3 seeds of each trainer
+    python scripts/benchmark.py --device cuda --num-envs 4096 --task h1_flat --frontend warp   # both on Warp
+
+``--task`` picks our task (``h1_rough``, ``h1_flat``); Isaac Lab's trainer runs the Isaac Lab task it starts from, on
+our ground plane where the task is flat, and ours gets the network widths of Isaac Lab's agent for it. ``--frontend``
+(``torch`` or ``warp``) sets both trainers' frontend (ours: ``task.frontend``, Isaac Lab's: ``--frontend``);
+``--ours-frontend`` and ``--isaaclab-frontend`` set one. A frontend Isaac Lab's trainer refuses for the task (its
+Warp frontend has no rough-terrain height scan) is refused before anything runs.
 
 Each trainer runs as its own process, twice: first with an empty Warp kernel cache (``WARP_CACHE_PATH`` pointed at
 a fresh folder), then with the cache that first run filled. Both trainers print rsl-rl's per-iteration block
@@ -35,7 +42,7 @@ from bench.learning import format_learning, run_learning
 from bench.machine import machine_info
 from bench.report import PHASES, build_report, format_table, merge_reports
 from bench.trainer_runs import run_trainer
-from bench.trainers import TRAINERS, Settings, project_usd
+from bench.trainers import FRONTENDS, TRAINERS, Settings, isaaclab_warp_refusal, project_usd, task_settings
 from core.rundir import project_root
 
 
@@ -75,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of --learning")
     parser.add_argument("--terrain-rows", type=int, default=None, help="terrain generator rows (default: the task's)")
     parser.add_argument("--terrain-cols", type=int, default=None)
+    parser.add_argument("--task", default="h1_rough", help="our task (conf/task/), e.g. h1_rough or h1_flat")
+    parser.add_argument("--frontend", choices=FRONTENDS, default="torch", help="both trainers' environment frontend")
+    parser.add_argument("--ours-frontend", choices=FRONTENDS, default=None, help="our frontend (default: --frontend)")
+    parser.add_argument(
+        "--isaaclab-frontend", choices=FRONTENDS, default=None, help="Isaac Lab's frontend (default: --frontend)"
+    )
     parser.add_argument("--trainers", default="ours,isaaclab", help="comma-separated subset of ours,isaaclab")
     parser.add_argument("--phases", default="cold,warm", help="comma-separated subset of cold,warm")
     parser.add_argument("--usd", default=None, help="robot USD for both trainers (default: our converted H1)")
@@ -106,6 +119,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.iterations = 25 if args.learning else 6 if args.quick else 20
     if small and args.terrain_rows is None:
         args.terrain_rows, args.terrain_cols = 4, 4
+    args.ours_frontend = args.ours_frontend or args.frontend
+    args.isaaclab_frontend = args.isaaclab_frontend or args.frontend
     return args
 
 
@@ -129,6 +144,23 @@ def main(argv: list[str] | None = None) -> int:
         ours_root=str(args.ours_root.resolve()),
         extra_ours=args.ours_arg,
         extra_isaaclab=args.isaaclab_arg,
+        ours_frontend=args.ours_frontend,
+        isaaclab_frontend=args.isaaclab_frontend,
+        **task_settings(args.task),
+    )
+    runs_isaaclab = args.learning or "isaaclab" in args.trainers.split(",")
+    if runs_isaaclab and settings.isaaclab_frontend == "warp":
+        refusal = isaaclab_warp_refusal(settings.isaaclab_task)
+        if refusal:
+            raise SystemExit(
+                f"Isaac Lab's trainer cannot run {settings.isaaclab_task} with --frontend warp:\n  {refusal}\n"
+                f"Use --isaaclab-frontend torch (ours still runs task.frontend={settings.ours_frontend}), or a task "
+                "its Warp frontend supports (--task h1_flat)."
+            )
+    print(
+        f"[benchmark] {settings.task}: ours with task.frontend={settings.ours_frontend}, Isaac Lab's "
+        f"{settings.isaaclab_task} with --frontend {settings.isaaclab_frontend}",
+        flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="rlforge-bench-") as tmp:
         workdir = (args.workdir or Path(tmp)).resolve()

@@ -10,7 +10,7 @@ from typing import Any
 from bench.logparse import parse_iterations, summarize_run
 from bench.process import run_process
 from bench.report import fmt
-from bench.trainers import STEPS_PER_ENV, Settings, command_for
+from bench.trainers import STEPS_PER_ENV, Settings, command_for, environment_for
 
 
 def run_trainer(
@@ -39,9 +39,19 @@ def run_trainer(
         output_dir = workdir / f"{trainer}-{phase}"
         output_dir.mkdir(parents=True, exist_ok=True)
         command = command_for(trainer, settings, output_dir / "outputs")
-        env = {**os.environ, "WARP_CACHE_PATH": str(cache), "CUDA_CACHE_PATH": str(cuda_cache), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "WARP_CACHE_PATH": str(cache),
+            "CUDA_CACHE_PATH": str(cuda_cache),
+            "PYTHONUNBUFFERED": "1",
+            **environment_for(trainer, settings),
+        }
         log_path = workdir / f"{trainer}-{phase}.log"
-        print(f"[benchmark] {trainer} ({phase} kernel cache): {' '.join(command)}", flush=True)
+        shown = " ".join(f"{key}='{value}'" for key, value in environment_for(trainer, settings).items())
+        print(
+            f"[benchmark] {trainer} ({phase} kernel cache): {shown + ' ' if shown else ''}{' '.join(command)}",
+            flush=True,
+        )
         raw = run_process(command, env=env, cwd=output_dir, log_path=log_path, timeout_s=timeout_s)
         blocks = parse_iterations(raw["lines"])
         figures = summarize_run(

@@ -1,15 +1,21 @@
-"""The two trainers the benchmark compares, and the command line that runs each on the same settings."""
+"""The two trainers the benchmark compares, and the command line (and environment variables) that runs each on the
+same settings: the same task, robot, ground, envs, seed and iterations, each trainer with the frontend it is given
+(``torch``, Isaac Lab's ``ManagerBasedRLEnv``; ``warp``, its Warp frontend, ``ManagerBasedRLEnvWarp``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.rundir import project_root
 
 ISAACLAB_TASK = "Isaac-Velocity-Rough-H1"
+"""Isaac Lab's id of the default task, ``h1_rough``."""
 TRAINERS = ("ours", "isaaclab")
+FRONTENDS = ("torch", "warp")
 STEPS_PER_ENV = 24  # rsl-rl's num_steps_per_env in both trainers' H1 rough settings
 
 
@@ -27,16 +33,31 @@ class Settings:
     ours_root: str = str(project_root())
     extra_ours: list[str] = field(default_factory=list)
     extra_isaaclab: list[str] = field(default_factory=list)
+    task: str = "h1_rough"
+    """Our task (``conf/task/``); Isaac Lab's trainer runs ``isaaclab_task``, the Isaac Lab task it starts from."""
+    isaaclab_task: str = ISAACLAB_TASK
+    ground_usd: str | None = None
+    """For a task on flat ground: our ground plane as USD, given to Isaac Lab's trainer too (its own plane comes from
+    its asset server); None for a generated terrain."""
+    actor_hidden_dims: list[int] | None = None
+    """Widths of the actor of Isaac Lab's agent for the task, given to ours too; None keeps ours."""
+    critic_hidden_dims: list[int] | None = None
+    """Widths of the critic of Isaac Lab's agent for the task, given to ours too; None keeps ours."""
+    ours_frontend: str = "torch"
+    """``task.frontend`` of our trainer."""
+    isaaclab_frontend: str = "torch"
+    """``--frontend`` of Isaac Lab's trainer."""
 
 
 def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]:
     """The command line that trains ``trainer`` with ``settings``, writing its logs under ``output_dir``."""
     python = sys.executable
+    generated = settings.ground_usd is None
     if trainer == "ours":
         command = [
             python,
             str(Path(settings.ours_root) / "train.py"),
-            "task=h1_rough",
+            f"task={settings.task}",
             f"device={settings.device}",
             f"task.num_envs={settings.num_envs}",
             f"seed={settings.seed}",
@@ -45,9 +66,14 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
             "summary=false",
             "console=full",  # the same per-iteration block as Isaac Lab's trainer prints, read by bench.logparse
         ]
-        if settings.terrain_rows:
+        if settings.ours_frontend != "torch":
+            command.append(f"task.frontend={settings.ours_frontend}")
+        for model, dims in (("actor", settings.actor_hidden_dims), ("critic", settings.critic_hidden_dims)):
+            if dims is not None:
+                command.append(f"algo.{model}.hidden_dims=[{','.join(str(d) for d in dims)}]")
+        if generated and settings.terrain_rows:
             command.append(f"task.terrain.num_rows={settings.terrain_rows}")
-        if settings.terrain_cols:
+        if generated and settings.terrain_cols:
             command.append(f"task.terrain.num_cols={settings.terrain_cols}")
         return command + settings.extra_ours
     if trainer == "isaaclab":
@@ -60,7 +86,7 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
             "--rl_library",
             "rsl_rl",
             "--task",
-            ISAACLAB_TASK,
+            settings.isaaclab_task,
             "--num_envs",
             str(settings.num_envs),
             "--seed",
@@ -72,12 +98,75 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
             f"agent.device={agent_device}",
             f"env.scene.robot.spawn.usd_path={settings.usd_path}",
         ]
-        if settings.terrain_rows:
+        if settings.isaaclab_frontend != "torch":
+            command += ["--frontend", settings.isaaclab_frontend]
+        if not generated:
+            command += ["env.scene.terrain.terrain_type=usd", f"env.scene.terrain.usd_path={settings.ground_usd}"]
+        if generated and settings.terrain_rows:
             command.append(f"env.scene.terrain.terrain_generator.num_rows={settings.terrain_rows}")
-        if settings.terrain_cols:
+        if generated and settings.terrain_cols:
             command.append(f"env.scene.terrain.terrain_generator.num_cols={settings.terrain_cols}")
         return command + settings.extra_isaaclab
     raise ValueError(f"trainer must be one of {TRAINERS}, not '{trainer}'")
+
+
+def environment_for(trainer: str, settings: Settings) -> dict[str, str]:
+    """Environment variables ``trainer`` needs beyond the benchmark's own. Isaac Lab's Warp frontend records its
+    managers as CUDA graphs unless told otherwise, which fails on the CPU; ours turns that off itself there."""
+    if trainer == "isaaclab" and settings.isaaclab_frontend == "warp" and not settings.device.startswith("cuda"):
+        from isaaclab_experimental.utils.manager_call_switch import ManagerCallMode, ManagerCallSwitch
+
+        return {ManagerCallSwitch.ENV_VAR: json.dumps({"default": int(ManagerCallMode.WARP_NOT_CAPTURED)})}
+    return {}
+
+
+def task_settings(task: str) -> dict[str, Any]:
+    """The :class:`Settings` fields that follow from our task ``task``: the Isaac Lab task it starts from, our ground
+    plane where the task is flat, and the network widths of Isaac Lab's agent for that task (H1 flat's are narrower
+    than rough's, ours are rough's unless told)."""
+    from isaaclab_tasks.utils import resolve_task_config
+
+    from runner.compose import compose_config
+
+    composed = compose_config([f"task={task}"]).task
+    if composed.kind != "isaaclab" or not composed.isaaclab_id:
+        raise ValueError(f"task '{task}' is not an Isaac Lab task; the benchmark compares Isaac Lab tasks")
+    _, agent = resolve_task_config(composed.isaaclab_id, "rsl_rl_cfg_entry_point", overrides=[])
+    return {
+        "task": task,
+        "isaaclab_task": str(composed.isaaclab_id),
+        "ground_usd": ground_usd() if composed.terrain.type == "plane" else None,
+        "actor_hidden_dims": list(agent.actor.hidden_dims),
+        "critic_hidden_dims": list(agent.critic.hidden_dims),
+    }
+
+
+def isaaclab_warp_refusal(isaaclab_task: str) -> str | None:
+    """Why Isaac Lab's own ``--frontend warp`` cannot build ``isaaclab_task`` (its missing Warp terms), or None when
+    it can: its own check, run on a fresh copy of the task's config. Terms it would take from this project
+    (``tasks/warp_terms.py``, once registered in this process) count as missing: its trainer does not have them."""
+    from isaaclab_experimental.envs.frontend import WarpFrontend
+    from isaaclab_tasks.utils import resolve_task_config
+
+    from tasks import warp_terms
+
+    env_cfg, _ = resolve_task_config(isaaclab_task, None, overrides=[])
+    refusal = WarpFrontend.check_compatibility(env_cfg)
+    if refusal:
+        return refusal
+    ours = [
+        f"{'.'.join(path)}: Isaac Lab has no Warp version (this project's is {warp_terms.__name__}.{term.func.__name__})"
+        for path, term in WarpFrontend._walk_terms(env_cfg)
+        if getattr(term, "func", None) is not None and (term.func.__module__ or "") == warp_terms.__name__
+    ]
+    return "\n  ".join(ours) or None
+
+
+def ground_usd() -> str:
+    """Our flat ground as USD (written once, then cached): the ground both trainers stand on in a flat task."""
+    from tasks.ground import flat_ground_usd
+
+    return str(flat_ground_usd())
 
 
 def project_usd() -> str:

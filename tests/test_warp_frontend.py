@@ -254,3 +254,63 @@ def test_h1_trains_with_the_warp_frontend_on_the_cpu(task, tmp_path):
     assert "[rlforge] Warp frontend: CUDA graphs for no manager" in (run_dir / "startup.log").read_text()
     assert "frontend: warp" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "model_2.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+def test_benchmark_gives_each_trainer_its_frontend_and_flat_tasks_one_ground(tmp_path):
+    from bench.benchmark import parse_args
+    from bench.trainers import Settings, command_for, environment_for
+
+    args = parse_args(["--task", "h1_flat", "--frontend", "warp", "--isaaclab-frontend", "torch"])
+    assert (args.task, args.ours_frontend, args.isaaclab_frontend) == ("h1_flat", "warp", "torch")
+    settings = Settings(
+        device="cpu",
+        num_envs=16,
+        iterations=2,
+        seed=1,
+        usd_path="/r/h1.usda",
+        terrain_rows=4,
+        terrain_cols=4,
+        task="h1_flat",
+        isaaclab_task="Isaac-Velocity-Flat-H1",
+        ground_usd="/g/flat.usda",
+        actor_hidden_dims=[128, 128, 128],
+        critic_hidden_dims=[128, 64],
+        ours_frontend="warp",
+        isaaclab_frontend="warp",
+    )
+    ours, theirs = command_for("ours", settings, tmp_path), command_for("isaaclab", settings, tmp_path)
+    assert {"task=h1_flat", "task.frontend=warp", "algo.actor.hidden_dims=[128,128,128]"} <= set(ours)
+    assert "algo.critic.hidden_dims=[128,64]" in ours
+    assert not any(arg.startswith("task.terrain.") for arg in ours), "a flat task has no terrain grid"
+    assert theirs[theirs.index("--task") + 1] == "Isaac-Velocity-Flat-H1"
+    assert theirs[theirs.index("--frontend") + 1] == "warp"
+    assert {"env.scene.terrain.terrain_type=usd", "env.scene.terrain.usd_path=/g/flat.usda"} <= set(theirs)
+    assert not any("terrain_generator" in arg for arg in theirs)
+    # Isaac Lab's Warp managers record graphs unless told otherwise, which the CPU cannot; ours needs no variable.
+    assert json.loads(environment_for("isaaclab", settings)["MANAGER_CALL_CONFIG"]) == {"default": 1}
+    assert environment_for("ours", settings) == {}
+    on_gpu = Settings(**{**settings.__dict__, "device": "cuda"})
+    assert environment_for("isaaclab", on_gpu) == {}
+    torch_only = Settings(**{**settings.__dict__, "ours_frontend": "torch", "isaaclab_frontend": "torch"})
+    assert "--frontend" not in command_for("isaaclab", torch_only, tmp_path)
+    assert not any(arg.startswith("task.frontend") for arg in command_for("ours", torch_only, tmp_path))
+
+
+def test_benchmark_task_settings_follow_isaac_labs_task_and_agent():
+    from bench.trainers import task_settings
+
+    flat, rough = task_settings("h1_flat"), task_settings("h1_rough")
+    assert flat["isaaclab_task"] == "Isaac-Velocity-Flat-H1" and flat["ground_usd"].endswith(".usda")
+    assert flat["actor_hidden_dims"] == [128, 128, 128] and flat["critic_hidden_dims"] == [128, 128, 128]
+    assert rough["isaaclab_task"] == "Isaac-Velocity-Rough-H1" and rough["ground_usd"] is None
+    assert rough["actor_hidden_dims"] == [512, 256, 128]
+
+
+def test_isaac_labs_warp_trainer_refuses_rough_terrain_even_with_our_terms_registered():
+    from bench.trainers import isaaclab_warp_refusal
+    from tasks.warp_frontend import register_twins
+
+    register_twins()  # Isaac Lab's own trainer does not have them
+    assert "height_scan" in isaaclab_warp_refusal("Isaac-Velocity-Rough-H1")
+    assert isaaclab_warp_refusal("Isaac-Velocity-Flat-H1") is None
