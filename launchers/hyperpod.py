@@ -61,6 +61,18 @@ def on_hyperpod() -> bool:
     return HYPERPOD_MARKER.exists()
 
 
+def pack[Item](points: Sequence[Item], runs_per_gpu: int) -> list[list[Item]]:
+    """The sweep points each task of the job array trains (`launcher.runs_per_gpu` consecutive points a task, the
+    last task the rest); one point a task when `runs_per_gpu` is 1."""
+    size = max(int(runs_per_gpu), 1)
+    return [list(points[start : start + size]) for start in range(0, len(points), size)]
+
+
+def array_tasks(settings: HyperPodSettings, runs: int) -> int:
+    """How many tasks the job array of a sweep of `runs` points has: what the cost is counted in."""
+    return len(pack(range(runs), settings.runs_per_gpu))
+
+
 def tasks_per_node(settings: HyperPodSettings) -> int:
     """One training process per GPU; `tasks_per_node` (or 1) processes on CPU-only nodes."""
     return int(settings.tasks_per_node or settings.gpus_per_node or 1)
@@ -201,11 +213,13 @@ def executor_parameters(
     parameters["teardown"] = killed_step_teardown(int(settings.max_requeues), requeue=requeue)
     if settings.gpus_per_node:
         parameters["gpus_per_node"] = int(settings.gpus_per_node)
+    # A task that trains packed sweep points runs `runs_per_gpu` training processes; the settings are per process.
+    packed = max(int(settings.runs_per_gpu), 1)
     if settings.cpus_per_task:
-        parameters["cpus_per_task"] = int(settings.cpus_per_task)
+        parameters["cpus_per_task"] = int(settings.cpus_per_task) * packed
     if settings.mem_per_task_gb:
         # sbatch's --mem is per node; the launcher's setting is per training process.
-        parameters["mem"] = f"{int(round(float(settings.mem_per_task_gb) * 1024 * tasks))}MB"
+        parameters["mem"] = f"{int(round(float(settings.mem_per_task_gb) * 1024 * tasks * packed))}MB"
     for key in ("partition", "account", "qos"):
         if getattr(settings, key):
             parameters[key] = getattr(settings, key)
@@ -213,26 +227,47 @@ def executor_parameters(
 
 
 def cost_estimate(settings: HyperPodSettings, runs: int, prices: dict[str, Any] | None = None) -> CostEstimate:
-    """The most a submission can cost: every run holding `nodes` instances for one whole allocation
-    (`time_limit_min`) at the HyperPod price of `instance_type`; each requeue may add one allocation more."""
+    """The most a submission of `runs` sweep points can cost: every task of its job array (one per point, or per
+    `runs_per_gpu` points when packed) holding `nodes` instances for one whole allocation (`time_limit_min`) at the
+    HyperPod price of `instance_type`; each requeue may add one allocation more."""
     return estimate_cost(
         table="hyperpod",
         instance_type=settings.instance_type,
         instances_per_run=int(settings.nodes),
         hours_per_run=int(settings.time_limit_min) / 60,
-        runs=runs,
+        runs=array_tasks(settings, runs),
         prices=prices,
     )
 
 
-def dry_run_text(executor: Any, settings: HyperPodSettings, runs: int) -> str:
-    """What `launcher.dry_run=true` prints: the batch script of the job array, as sbatch would get it, and the
-    estimated cost."""
-    executor.parameters["map_count"] = runs  # what submitit's map_array adds for an array of `runs` jobs
+def dry_run_text(executor: Any, settings: HyperPodSettings, points: Sequence[Sequence[str]]) -> str:
+    """What `launcher.dry_run=true` prints for a sweep whose points have these overrides: the batch script of the
+    job array, as sbatch would get it, which points each of its tasks trains when they are packed (shown by the
+    overrides that set them apart), and the estimated cost, counted in array tasks."""
+    shared = set.intersection(*(set(overrides) for overrides in points)) if len(points) > 1 else set()
+    shown = [" ".join(item for item in overrides if item not in shared) for overrides in points]
+    tasks = pack(list(enumerate(shown)), settings.runs_per_gpu)
+    executor.parameters["map_count"] = len(tasks)  # what submitit's map_array adds for an array of that many tasks
     script = executor._make_submission_file_text(executor._submitit_command_str, "<uid>")
-    estimate = cost_estimate(settings, runs).line()
+    estimate = cost_estimate(settings, len(points)).line()
     requeues = f" (per allocation: each of up to {settings.max_requeues} requeues may add one more)"
-    return f"dry run, nothing submitted: {runs} run(s) as one job array with this batch script:\n{script}\n{estimate}{requeues}"
+    if settings.runs_per_gpu <= 1:
+        return f"dry run, nothing submitted: {len(points)} run(s) as one job array with this batch script:\n{script}\n{estimate}{requeues}"
+    lines = [
+        f"dry run, nothing submitted: {len(points)} run(s) packed {settings.runs_per_gpu} per array task "
+        f"(launcher.runs_per_gpu), as one job array of {len(tasks)} task(s); each task trains its runs at once, as "
+        "processes sharing its GPU (its CPUs on CPU nodes):",
+        *(
+            f"  task {task}: "
+            + " | ".join(f"#{number} {overrides or '(no overrides)'}" for number, overrides in members)
+            for task, members in enumerate(tasks)
+        ),
+        "with this batch script:",
+        script,
+        f"the cost counts array tasks ({len(tasks)}), not runs:",
+        f"{estimate}{requeues}",
+    ]
+    return "\n".join(lines)
 
 
 def submitit_folder(sweep_dir: str) -> str:
@@ -422,6 +457,18 @@ def check_before_submit(settings: HyperPodSettings, output_root: Path, code_dir:
         )
     if settings.max_requeues < 0:
         errors.append(f"launcher.max_requeues={settings.max_requeues}: give 0 or more")
+    packed = settings.runs_per_gpu
+    if packed < 1:
+        errors.append(
+            f"launcher.runs_per_gpu={packed}: give 1 (one sweep point per array task) or more (that many points "
+            "trained at once by each task)"
+        )
+    elif packed > 1 and (nodes != 1 or gpus > 1 or (tasks or 1) != 1):
+        errors.append(
+            f"launcher.runs_per_gpu={packed} packs single-process runs into each array task: it needs "
+            "launcher.nodes=1 and launcher.gpus_per_node=1 (or 0 on CPU nodes, with tasks_per_node null or 1); "
+            "set launcher.runs_per_gpu=1 for multi-GPU or multi-node runs"
+        )
     if settings.efa_device_rdma and not settings.efa:
         errors.append("launcher.efa_device_rdma=true needs launcher.efa=true (it is one of the EFA settings)")
     if settings.source_snapshot and code_dir is not None and work_tree_root(code_dir) is None:
@@ -482,15 +529,21 @@ class SubmittedRun:
     log_file: str
     source: SourceSnapshot | None = None
     """The copy of the source the job runs (None with launcher.source_snapshot=false: the live folder)."""
+    task_log: str | None = None
+    """Packed runs (`launcher.runs_per_gpu`): the Slurm log of the array task that trains this run with the others
+    of its pack; `log_file` is then the run's own process log."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "job_id": self.job_id,
             "run_dir": self.run_dir,
             "overrides": self.overrides,
             "log": self.log_file,
             "source": self.source.to_dict() if self.source else None,
         }
+        if self.task_log is not None:
+            record["task_log"] = self.task_log
+        return record
 
 
 def write_manifest(sweep_dir: Path, runs: Sequence[SubmittedRun]) -> Path:
@@ -503,7 +556,9 @@ def write_manifest(sweep_dir: Path, runs: Sequence[SubmittedRun]) -> Path:
 
 def report(runs: Sequence[SubmittedRun], manifest: Path, out: Callable[[str], None] = print) -> None:
     """Tell the user what was queued and how to follow it."""
-    out(f"Submitted {len(runs)} run(s) to Slurm:")
+    tasks = len({run.job_id for run in runs})
+    packed = f" as {tasks} array task(s), each training its runs at once" if tasks < len(runs) else ""
+    out(f"Submitted {len(runs)} run(s) to Slurm{packed}:")
     for run in runs:
         suffix = f"  [{' '.join(run.overrides)}]" if run.overrides else ""
         out(f"  job {run.job_id}  ->  {run.run_dir}{suffix}")

@@ -1,4 +1,4 @@
-"""Typed settings of the launchers that send runs away (`launcher=hyperpod`, `launcher=sagemaker`).
+"""Typed settings of the launchers (`launcher=local`, `launcher=hyperpod`, `launcher=sagemaker`).
 
 They are the `launcher` node of the composed config, set as `launcher.<field>=<value>`; each launcher reads its own
 settings from that node (:func:`settings_from_config`) and from nowhere else. The Hydra plugins store them in the
@@ -15,6 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from core.config import LauncherConfig
+
+
+@dataclass
+class LocalSettings(LauncherConfig):
+    """What `launcher=local` does with the points of a sweep (`-m`); a single run always trains in this process."""
+
+    name: str = "local"
+    """Launcher name, recorded in the run's manifest and ledger."""
+    runs_per_gpu: int = 1
+    """Sweep points (`-m`) training at once on each GPU, each in a process of its own pinned to one GPU
+    (CUDA_VISIBLE_DEVICES, round-robin over the GPUs torch sees; on a machine without CUDA, or when every point sets
+    `device=cpu`, this many processes on the CPU). Each point keeps the run directory it gets with 1, and its output
+    goes to `process.log` there. 1 runs the points one after another in this process (Hydra's basic launcher).
+    Packing pays off where one run leaves the GPU idle for much of an iteration: docs/benchmarks.md, "Several runs
+    on one GPU", measures it (`scripts/scaling.py --pack`)."""
 
 
 @dataclass
@@ -90,7 +105,15 @@ class HyperPodSettings(LauncherConfig):
     and run every attempt from that copy, so that edits made after submitting never reach a requeued job; needs a
     git work tree. False runs the live folder of train.py."""
     array_parallelism: int = 256
-    """Runs of one sweep (one job array) that may run at the same time."""
+    """Tasks of one job array (one sweep) that may run at the same time; each task trains `runs_per_gpu` runs."""
+    runs_per_gpu: int = 1
+    """Sweep points trained by each task of the job array, at once, as processes sharing the task's GPU (with
+    `gpus_per_node=0`: sharing its CPUs); 1 gives every point its own task. Each point keeps its own run directory,
+    ledger and checkpoints, gets the job's signals, and is resumed when the task is requeued. Packs single-process
+    runs only: needs `nodes=1` and `gpus_per_node` 1 (or 0 with `tasks_per_node` null or 1). `cpus_per_task` and
+    `mem_per_task_gb` stay per training process (the task asks for `runs_per_gpu` times as much). Packing pays off
+    where one run leaves the GPU idle for much of an iteration: docs/benchmarks.md, "Several runs on one GPU",
+    measures it (`scripts/scaling.py --pack`)."""
     dry_run: bool = False
     """Print the batch script each job array would be submitted with and the estimated cost; submit nothing."""
     wait: bool = False
@@ -172,11 +195,12 @@ class SageMakerSettings(LauncherConfig):
 def register_configs() -> None:
     """Store the settings schemas in Hydra's ConfigStore; `conf/launcher/<name>.yaml` extends them."""
     store = ConfigStore.instance()
+    store.store(group="launcher", name="local_schema", node=LocalSettings)
     store.store(group="launcher", name="hyperpod_schema", node=HyperPodSettings)
     store.store(group="launcher", name="sagemaker_schema", node=SageMakerSettings)
 
 
-def settings_from_config[Settings: (HyperPodSettings, SageMakerSettings)](
+def settings_from_config[Settings: (LocalSettings, HyperPodSettings, SageMakerSettings)](
     config: DictConfig, schema: type[Settings]
 ) -> Settings:
     """The typed settings in a composed config's `launcher` node, interpolations resolved.

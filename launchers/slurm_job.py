@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -162,12 +163,22 @@ class StopSignals:
     could write a checkpoint; here the loop finishes its iteration, saves, and the caller asks :meth:`decision`
     what to do. The handler itself only records the signal: it may run anywhere in the main thread, where
     starting a process or a thread could wait on a lock that the interrupted code holds.
+
+    A task that trains packed sweep points in processes of its own (`launcher.runs_per_gpu`) passes `on_signal`
+    instead, which is called with the signal's number in place of the stop request (the processes' own handlers
+    ask their runs to stop); it must be as safe in a signal handler (send signals, set flags).
     """
 
-    def __init__(self, job_id: str | None = None, restarts_before: int | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str | None = None,
+        restarts_before: int | None = None,
+        on_signal: Callable[[int], None] | None = None,
+    ) -> None:
         self.received: list[str] = []
         self.job_id = job_id if job_id is not None else os.environ.get("SLURM_JOB_ID", "")
         self.restarts_before = restart_count() if restarts_before is None else restarts_before
+        self.on_signal = on_signal
         self._previous: dict[int, object] = {}
 
     def decision(self) -> StopDecision | None:
@@ -185,6 +196,9 @@ class StopSignals:
 
         name = signal.Signals(signum).name
         self.received.append(name)
+        if self.on_signal is not None:
+            self.on_signal(signum)
+            return
         # During start-up the request raises core.lifecycle.Interrupted at once, from here.
         request_stop("preempted or near the time limit (SIGUSR2)" if signum == REQUEUE_SIGNAL else f"stopped ({name})")
 
@@ -196,6 +210,20 @@ class StopSignals:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)  # type: ignore[arg-type]
+
+
+# Signals that end a process when a crash of the code itself ends it: such a step is not requeued (the batch script's
+# teardown requeues only SIGKILL and SIGBUS), so a bug does not loop through the queue.
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGFPE, signal.SIGILL)
+
+
+def killed_points_status(signals: Sequence[int]) -> int:
+    """The exit status of a task whose packed points' processes were killed by these signals: that of a training
+    step killed by one of them (128 + its number), so that the batch script's teardown treats the task as it treats
+    a killed step. A crash of the code comes first (not requeued); else the first kill (SIGKILL or SIGBUS: a lost
+    process, requeued unless Slurm reports it ran out of memory)."""
+    crashes = [number for number in signals if number in CRASH_SIGNALS]
+    return 128 + int((crashes or list(signals))[0])
 
 
 def restart_count() -> int:

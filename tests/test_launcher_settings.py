@@ -1,5 +1,6 @@
 """Every launcher setting does something: each field of a launcher's settings reaches the sbatch script or the
-SageMaker request, or is listed here with what it does instead.
+SageMaker request, or is listed here with what it does instead (`launcher=local`'s `runs_per_gpu`:
+tests/test_local_pack.py).
 
 A setting is set on the command line (`launcher.<field>=<value>`), composed, read by the launcher's own code and
 rendered; the result must differ from the default's. A field added to a settings dataclass fails here until it
@@ -48,6 +49,7 @@ HYPERPOD_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "requeue_failed_steps": ("launcher.requeue_failed_steps=false", ()),
     "source_snapshot": ("launcher.source_snapshot=false", ()),
     "array_parallelism": ("launcher.array_parallelism=1", ()),
+    "runs_per_gpu": ("launcher.runs_per_gpu=2", ()),
 }
 # Fields that do not shape the batch script, and what they do instead.
 HYPERPOD_ELSEWHERE = {
@@ -69,8 +71,8 @@ def git_work_tree(folder: Path, content: str) -> Path:
     return folder
 
 
-def batch_script(compose_cfg, overrides: list[str], code_dir: Path) -> str:
-    """The batch script submitit writes for a sweep of two runs with these settings, as sbatch would get it."""
+def batch_script(compose_cfg, overrides: list[str], code_dir: Path, runs: int = 2) -> str:
+    """The batch script submitit writes for a sweep of `runs` runs with these settings, as sbatch would get it."""
     cfg = compose_cfg(
         ["launcher=hyperpod", "task=toy", "hydra.sweep.dir=${output_root}/multirun/sweep", *overrides],
         return_hydra_config=True,
@@ -85,8 +87,8 @@ def batch_script(compose_cfg, overrides: list[str], code_dir: Path) -> str:
         workdir=code_dir,
         source=hyperpod.source_for(settings, code_dir, Path(sweep_dir).resolve()),
     )
-    # What submitit's map_array adds for a job array.
-    executor.parameters["map_count"] = 2
+    # What submitit's map_array adds for a job array: a task per run, or per `runs_per_gpu` runs when packed.
+    executor.parameters["map_count"] = hyperpod.array_tasks(settings, runs)
     return executor._make_submission_file_text(executor._submitit_command_str, "uid")
 
 
@@ -147,6 +149,76 @@ def test_the_batch_script_exports_fi_provider_on_efa_nodes_unless_efa_is_off(com
     rdma = batch_script(compose_cfg, ["launcher.efa_device_rdma=true"], code_dir)
     assert "\n".join(hyperpod.efa_setup({"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"})) in rdma
     assert "rlforge_efa" not in batch_script(compose_cfg, ["launcher.efa=false"], code_dir)
+
+
+def test_packed_runs_make_fewer_array_tasks_each_asking_for_the_resources_of_its_runs(
+    compose_cfg, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(hyperpod, "HYPERPOD_MARKER", tmp_path / "not-a-hyperpod-node")
+    code_dir = git_work_tree(tmp_path / "code", "")
+    per_run = ["launcher.mem_per_task_gb=8", "launcher.cpus_per_task=4"]
+    alone = batch_script(compose_cfg, per_run, code_dir, runs=4)
+    packed = batch_script(compose_cfg, [*per_run, "launcher.runs_per_gpu=2"], code_dir, runs=4)
+    assert "#SBATCH --array=0-3" in alone and "#SBATCH --array=0-1" in packed
+    assert "#SBATCH --mem=8192MB" in alone and "#SBATCH --mem=16384MB" in packed
+    assert "#SBATCH --cpus-per-task=4" in alone and "#SBATCH --cpus-per-task=8" in packed
+    # One Slurm task per array task still: the task starts its runs' processes itself, sharing its one GPU.
+    assert "#SBATCH --ntasks-per-node=1" in packed and "#SBATCH --gpus-per-node=1" in packed
+    assert hyperpod.pack(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"runs_per_gpu": 0}, "launcher.runs_per_gpu=0: give 1"),
+        ({"runs_per_gpu": 2, "nodes": 2}, "needs launcher.nodes=1 and launcher.gpus_per_node=1"),
+        ({"runs_per_gpu": 2, "gpus_per_node": 8}, "set launcher.runs_per_gpu=1 for multi-GPU or multi-node runs"),
+        ({"runs_per_gpu": 2, "gpus_per_node": 0, "tasks_per_node": 2}, "with tasks_per_node null or 1"),
+    ],
+)
+def test_packing_that_cannot_work_is_refused_with_what_to_change(tmp_path, change, message):
+    settings = HyperPodSettings(dry_run=True, **change)
+    with pytest.raises(hyperpod.SubmitCheckError, match="nothing was submitted") as error:
+        hyperpod.check_before_submit(settings, tmp_path)
+    assert message in str(error.value)
+    # Packing one run per GPU task on one node, or on CPU nodes, passes.
+    for fine in ({"gpus_per_node": 1}, {"gpus_per_node": 0}):
+        hyperpod.check_before_submit(HyperPodSettings(dry_run=True, runs_per_gpu=2, **fine), tmp_path)
+
+
+def test_the_dry_run_of_a_packed_sweep_shows_each_tasks_runs_and_counts_the_cost_in_array_tasks(tmp_path):
+    import sys
+
+    from core.accounting import load_prices
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "train.py"),
+            "-m",
+            "launcher=hyperpod",
+            "task=toy",
+            "launcher.dry_run=true",
+            "launcher.instance_type=ml.p5.48xlarge",
+            "launcher.time_limit_min=60",
+            "launcher.runs_per_gpu=2",
+            f"launcher.output_root={tmp_path}",
+            "seed=1,2,3,4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout
+    assert "4 run(s) packed 2 per array task (launcher.runs_per_gpu), as one job array of 2 task(s)" in printed
+    assert "  task 0: #0 seed=1 | #1 seed=2\n  task 1: #2 seed=3 | #3 seed=4\n" in printed
+    assert "#SBATCH --array=0-1" in printed
+    expected = 2 * 1 * 1.0 * load_prices()["hyperpod"]["ml.p5.48xlarge"]  # array tasks x nodes x hours x price
+    assert "2 run(s) x 1 ml.p5.48xlarge x 1 h" in printed and f"= {expected:,.2f} USD" in printed
+    assert not list(tmp_path.glob("multirun/*/slurm_jobs.json"))
 
 
 def test_device_rdma_without_efa_is_refused(tmp_path):

@@ -1,0 +1,163 @@
+"""`launcher=local` with `launcher.runs_per_gpu`: sweep points trained at once, each a process of its own, in the run
+directories Hydra's basic launcher gives them; on this machine's CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from launchers import packing
+from rlforge_testing import SMALL_TOY, run_train
+
+TOY = ["task=toy", "device=cpu", *SMALL_TOY, "algo.max_iterations=2"]
+
+
+def sweep_dir(output_root: Path) -> Path:
+    (found,) = (output_root / "multirun").iterdir()
+    return found
+
+
+def point_dirs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: p.name)
+
+
+def ledger(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of (start, end) spans that overlap at one moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def test_most_at_once_counts_overlapping_spans():
+    assert most_at_once([(0, 2), (1, 3), (2.5, 4)]) == 2
+    assert most_at_once([(0, 1), (1.5, 2), (3, 4)]) == 1
+    assert most_at_once([(0, 10), (1, 9), (2, 8)]) == 3
+
+
+def test_four_points_two_at_a_time_each_in_the_run_dir_the_basic_launcher_gives(tmp_path):
+    output_root = tmp_path / "outputs"
+    common = [*TOY, f"output_root={output_root}", "launcher.runs_per_gpu=2"]
+    result = run_train(["-m", *common, "seed=11,12,13,14"], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    sweep = sweep_dir(output_root)
+    # Nothing but the points' run directories is left in the sweep directory.
+    assert [p.name for p in point_dirs(sweep)] == ["0", "1", "2", "3"]
+    spans = []
+    for number, run_dir in enumerate(point_dirs(sweep)):
+        seed = 11 + number
+        # Hydra's own record of the job, as its basic launcher writes it.
+        assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) == [*common, f"seed={seed}"]
+        hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+        assert (hydra.job.num, str(hydra.mode), hydra.runtime.output_dir) == (number, "MULTIRUN", str(run_dir))
+        # The run's own record.
+        assert yaml.safe_load((run_dir / "overrides.yaml").read_text()) == [*common, f"seed={seed}"]
+        assert OmegaConf.load(run_dir / "config.yaml").seed == seed
+        assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 2
+        assert (run_dir / "checkpoints" / "model_2.pt").is_file()
+        assert "run finished: 2 iterations" in (run_dir / packing.POINT_LOG).read_text()
+        events = ledger(run_dir)
+        (start,) = [event for event in events if event["event"] == "process_start"]
+        (end,) = [event for event in events if event["event"] == "end"]
+        assert end["how"] == "completed"
+        spans.append((start["at"], end["time"]))
+    # Each point ran in a process of its own, and two of them at once, never more.
+    assert len({event["pid"] for run_dir in point_dirs(sweep) for event in ledger(run_dir) if "pid" in event}) == 4
+    assert most_at_once(spans) == 2
+    for number in range(4):
+        assert f"#{number} completed" in result.stdout + result.stderr
+
+
+def test_a_failing_point_is_reported_with_its_overrides_and_log_while_the_others_finish(tmp_path):
+    output_root = tmp_path / "outputs"
+    result = run_train(
+        ["-m", *TOY, f"output_root={output_root}", "launcher.runs_per_gpu=2", "task.kind=no_such_kind,toy,toy"],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    printed = result.stdout + result.stderr
+    assert result.returncode != 0
+    failed, *finished = point_dirs(sweep_dir(output_root))
+    log = failed / packing.POINT_LOG
+    assert "sweep point #0 (task=toy " in printed
+    assert "task.kind=no_such_kind) failed: ValueError: task.kind=no_such_kind is not a registered" in printed
+    assert f"its output: {log}" in printed
+    # The point's own log holds the whole traceback.
+    assert "Traceback" in log.read_text() and "is not a registered task kind" in log.read_text()
+    assert not (failed / "summary.json").exists()
+    # The other points, the third started after the failure in the slot it left, completed.
+    assert [p.name for p in finished] == ["1", "2"]
+    for run_dir in finished:
+        assert json.loads((run_dir / "summary.json").read_text())["iterations"] == 2
+    assert "1 of 3 sweep points did not complete" in printed
+
+
+def test_runs_per_gpu_below_one_is_refused_with_what_to_give(compose_cfg):
+    from hydra_plugins.local_launcher.launcher import LocalLauncher
+
+    cfg = compose_cfg(["task=toy", "launcher.runs_per_gpu=0"], return_hydra_config=True)
+    with pytest.raises(ValueError, match=r"launcher.runs_per_gpu=0: give 1 .* or more"):
+        LocalLauncher().setup(hydra_context=None, task_function=None, config=cfg)
+
+
+def test_a_wrong_type_fails_at_composition(compose_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="runs_per_gpu"):
+        compose_cfg(["launcher.runs_per_gpu=two"])
+
+
+def test_one_run_per_gpu_is_hydras_basic_launcher(compose_cfg, monkeypatch):
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    from hydra_plugins.local_launcher.launcher import LocalLauncher
+
+    cfg = compose_cfg(["task=toy"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.local_launcher.launcher.LocalLauncher"
+    calls = []
+    monkeypatch.setattr(BasicLauncher, "launch", lambda self, overrides, index: calls.append((overrides, index)) or [])
+    launcher = LocalLauncher()
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    launcher.launch([["seed=1"], ["seed=2"]], 0)
+    assert calls == [([["seed=1"], ["seed=2"]], 0)]
+
+
+def test_a_point_asking_for_another_gpu_than_its_own_is_refused_before_anything_starts(tmp_path):
+    output_root = tmp_path / "outputs"
+    result = run_train(
+        ["-m", *TOY, f"output_root={output_root}", "launcher.runs_per_gpu=2", "device=cuda:1", "seed=1,2"],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "asks for device=cuda:1" in result.stderr and "use device=auto or device=cuda" in result.stderr
+    assert not list(output_root.glob("multirun/*/*/ledger.jsonl"))
+
+
+def test_slots_go_round_robin_over_the_gpus_torch_sees():
+    gpus = packing.visible_gpus(2, {"CUDA_VISIBLE_DEVICES": "3,5,7"})
+    assert gpus == ["3", "5"]
+    assert packing.visible_gpus(2, {}) == ["0", "1"]
+    slots = packing.local_slots(2, gpus)
+    assert [environment["CUDA_VISIBLE_DEVICES"] for _, environment in slots] == ["3", "5", "3", "5"]
+    assert packing.local_slots(3, []) == [("CPU", {})] * 3
+
+
+def test_a_points_process_trains_alone_and_imports_this_code(monkeypatch):
+    environment = packing.point_environment(
+        {"CUDA_VISIBLE_DEVICES": "1"}, {"RANK": "3", "WORLD_SIZE": "8", "PYTHONPATH": "/elsewhere", "HOME": "/h"}
+    )
+    assert "RANK" not in environment and "WORLD_SIZE" not in environment
+    assert environment["PYTHONPATH"] == f"{packing.code_root()}:/elsewhere"
+    assert environment["CUDA_VISIBLE_DEVICES"] == "1" and environment["HOME"] == "/h"
