@@ -82,7 +82,6 @@ def adapt(env_cfg: Any, task_name: str, device: str) -> None:
             "Remove those terms (~task.rewards.NAME, task.events.NAME.enabled=false), give them a Warp version in "
             "tasks/warp_terms.py, or use task.frontend=torch."
         ) from error
-    forget_warm_up(env_cfg)
     if not device.startswith("cuda"):
         env_cfg.manager_call_config = {"default": int(ManagerCallMode.WARP_NOT_CAPTURED)}
 
@@ -91,7 +90,8 @@ def forget_warm_up(env_cfg: Any) -> list[str]:
     """Drop what Isaac Lab's Warp term functions cached on themselves in an earlier environment of this process
     (the command's array, scratch buffers, behind an ``_is_warmed_up`` flag), so the next environment built here (a
     local sweep's next point) starts from its own buffers instead of reading the closed one's. Returns the terms
-    cleared. Two Warp environments cannot be alive in one process: these caches are per function, not per env."""
+    cleared. Only call it with no Warp environment alive in the process: a live one's recorded graphs point at those
+    buffers, and two cannot run side by side anyway (the caches are per function, not per environment)."""
     from isaaclab_experimental.envs.frontend import WarpFrontend
 
     cleared = []
@@ -108,9 +108,11 @@ def forget_warm_up(env_cfg: Any) -> list[str]:
 
 
 def build_env(env_cfg: Any, task_id: str) -> Any:
-    """The Warp environment, built the way ``python -m isaaclab train --frontend warp`` builds it."""
+    """The Warp environment, built the way ``python -m isaaclab train --frontend warp`` builds it, from an adapted
+    ``env_cfg``, after dropping what an earlier environment of this process left on the term functions."""
     from isaaclab_experimental.envs.frontend import WarpFrontend
 
+    forget_warm_up(env_cfg)
     return WarpFrontend.build_env(env_cfg, task_id)
 
 
