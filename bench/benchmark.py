@@ -6,7 +6,7 @@
     python scripts/benchmark.py --device cuda --num-envs 4096 --task h1_flat --frontend warp   # both on Warp
 
 ``--task`` picks our task (``h1_rough``, ``h1_flat``); Isaac Lab's trainer runs the Isaac Lab task it starts from, on
-our ground plane where the task is flat, and ours gets the network widths of Isaac Lab's agent for it. ``--frontend``
+our ground plane where the task is flat, and ours gets the network widths of Isaac Lab's rsl-rl settings for it. ``--frontend``
 (``torch`` or ``warp``) sets both trainers' frontend (ours: ``task.frontend``, Isaac Lab's: ``--frontend``);
 ``--ours-frontend`` and ``--isaaclab-frontend`` set one. A frontend Isaac Lab's trainer refuses for the task (its
 Warp frontend has no rough-terrain height scan) is refused before anything runs.

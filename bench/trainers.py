@@ -40,9 +40,9 @@ class Settings:
     """For a task on flat ground: our ground plane as USD, given to Isaac Lab's trainer too (its own plane comes from
     its asset server); None for a generated terrain."""
     actor_hidden_dims: list[int] | None = None
-    """Widths of the actor of Isaac Lab's agent for the task, given to ours too; None keeps ours."""
+    """Widths of the actor in Isaac Lab's rsl-rl settings for the task, given to ours too; None keeps ours."""
     critic_hidden_dims: list[int] | None = None
-    """Widths of the critic of Isaac Lab's agent for the task, given to ours too; None keeps ours."""
+    """Widths of the critic in Isaac Lab's rsl-rl settings for the task, given to ours too; None keeps ours."""
     ours_frontend: str = "torch"
     """``task.frontend`` of our trainer."""
     isaaclab_frontend: str = "torch"
@@ -122,7 +122,7 @@ def environment_for(trainer: str, settings: Settings) -> dict[str, str]:
 
 def task_settings(task: str) -> dict[str, Any]:
     """The :class:`Settings` fields that follow from our task ``task``: the Isaac Lab task it starts from, our ground
-    plane where the task is flat, and the network widths of Isaac Lab's agent for that task (H1 flat's are narrower
+    plane where the task is flat, and the network widths of Isaac Lab's rsl-rl settings for it (H1 flat's are narrower
     than rough's, ours are rough's unless told)."""
     from isaaclab_tasks.utils import resolve_task_config
 
@@ -131,13 +131,13 @@ def task_settings(task: str) -> dict[str, Any]:
     composed = compose_config([f"task={task}"]).task
     if composed.kind != "isaaclab" or not composed.isaaclab_id:
         raise ValueError(f"task '{task}' is not an Isaac Lab task; the benchmark compares Isaac Lab tasks")
-    _, agent = resolve_task_config(composed.isaaclab_id, "rsl_rl_cfg_entry_point", overrides=[])
+    _, runner_cfg = resolve_task_config(composed.isaaclab_id, "rsl_rl_cfg_entry_point", overrides=[])
     return {
         "task": task,
         "isaaclab_task": str(composed.isaaclab_id),
         "ground_usd": ground_usd() if composed.terrain.type == "plane" else None,
-        "actor_hidden_dims": list(agent.actor.hidden_dims),
-        "critic_hidden_dims": list(agent.critic.hidden_dims),
+        "actor_hidden_dims": list(runner_cfg.actor.hidden_dims),
+        "critic_hidden_dims": list(runner_cfg.critic.hidden_dims),
     }
 
 

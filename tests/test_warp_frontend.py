@@ -301,7 +301,7 @@ def test_benchmark_gives_each_trainer_its_frontend_and_flat_tasks_one_ground(tmp
     assert not any(arg.startswith("task.frontend") for arg in command_for("ours", torch_only, tmp_path))
 
 
-def test_benchmark_task_settings_follow_isaac_labs_task_and_agent():
+def test_benchmark_task_settings_follow_isaac_labs_task_and_runner_settings():
     from bench.trainers import task_settings
 
     flat, rough = task_settings("h1_flat"), task_settings("h1_rough")
