@@ -238,7 +238,7 @@ class PointPool:
         with open(call_file, "wb") as handle:
             cloudpickle.dump(point.call, handle)
         point.run_dir.mkdir(parents=True, exist_ok=True)
-        environment = point_environment(self.slots[slot][1])
+        environment = point_environment(self.slots[slot][1], threads=cpu_share(len(self.slots)))
         with open(point.log, "a") as log:
             process = subprocess.Popen(
                 [sys.executable, "-P", "-m", __name__, str(call_file), str(result_file)],
@@ -279,9 +279,22 @@ def code_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def point_environment(slot_environment: dict[str, str], environ: dict[str, str] | None = None) -> dict[str, str]:
+def cpu_share(processes: int) -> int:
+    """CPU threads for each of ``processes`` processes sharing the CPUs this process may use (at least one)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(processes, 1))
+
+
+def point_environment(
+    slot_environment: dict[str, str], environ: dict[str, str] | None = None, threads: int | None = None
+) -> dict[str, str]:
     """The environment of a point's process: this one's without the distributed variables, the project first on
-    PYTHONPATH, unbuffered output, and the slot's own variables."""
+    PYTHONPATH, unbuffered output, the slot's own variables, and ``OMP_NUM_THREADS=threads`` unless it is set
+    already: each of the points that run at once gets its share of the CPUs (PyTorch would otherwise start a
+    thread per CPU in every one of them, and the points would spend their time waiting on each other's threads)."""
     environment = {
         key: value
         for key, value in (os.environ if environ is None else environ).items()
@@ -290,6 +303,8 @@ def point_environment(slot_environment: dict[str, str], environ: dict[str, str] 
     path = environment.get("PYTHONPATH")
     environment["PYTHONPATH"] = f"{code_root()}{os.pathsep}{path}" if path else str(code_root())
     environment["PYTHONUNBUFFERED"] = "1"
+    if threads is not None:
+        environment.setdefault("OMP_NUM_THREADS", str(threads))
     environment.update(slot_environment)
     return environment
 

@@ -27,7 +27,8 @@ class LocalSettings(LauncherConfig):
     """Sweep points (`-m`) training at once on each GPU, each in a process of its own pinned to one GPU
     (CUDA_VISIBLE_DEVICES, round-robin over the GPUs torch sees; on a machine without CUDA, or when every point sets
     `device=cpu`, this many processes on the CPU). Each point keeps the run directory it gets with 1, and its output
-    goes to `process.log` there. 1 runs the points one after another in this process (Hydra's basic launcher).
+    goes to `process.log` there; the points share the CPUs (OMP_NUM_THREADS, unless set). A failed point is reported
+    while the others go on. 1 runs the points one after another in this process (Hydra's basic launcher).
     Packing pays off where one run leaves the GPU idle for much of an iteration: docs/benchmarks.md, "Several runs
     on one GPU", measures it (`scripts/scaling.py --pack`)."""
 
@@ -109,10 +110,11 @@ class HyperPodSettings(LauncherConfig):
     runs_per_gpu: int = 1
     """Sweep points trained by each task of the job array, at once, as processes sharing the task's GPU (with
     `gpus_per_node=0`: sharing its CPUs); 1 gives every point its own task. Each point keeps its own run directory,
-    ledger and checkpoints, gets the job's signals, and is resumed when the task is requeued. Packs single-process
-    runs only: needs `nodes=1` and `gpus_per_node` 1 (or 0 with `tasks_per_node` null or 1). `cpus_per_task` and
-    `mem_per_task_gb` stay per training process (the task asks for `runs_per_gpu` times as much). Packing pays off
-    where one run leaves the GPU idle for much of an iteration: docs/benchmarks.md, "Several runs on one GPU",
+    ledger and checkpoints, gets the job's signals, and is resumed when the task is requeued; its output goes to
+    `process.log` in its run directory. Packs single-process runs only: needs `nodes=1` and `gpus_per_node` 1 (or 0
+    with `tasks_per_node` null or 1). `cpus_per_task` and `mem_per_task_gb` stay per training process (the task
+    asks for `runs_per_gpu` times as much, and its points share its CPUs: OMP_NUM_THREADS, unless set). Packing pays
+    off where one run leaves the GPU idle for much of an iteration: docs/benchmarks.md, "Several runs on one GPU",
     measures it (`scripts/scaling.py --pack`)."""
     dry_run: bool = False
     """Print the batch script each job array would be submitted with and the estimated cost; submit nothing."""

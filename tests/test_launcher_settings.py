@@ -187,6 +187,26 @@ def test_packing_that_cannot_work_is_refused_with_what_to_change(tmp_path, chang
         hyperpod.check_before_submit(HyperPodSettings(dry_run=True, runs_per_gpu=2, **fine), tmp_path)
 
 
+def test_a_packed_task_passes_stop_signals_on_and_ends_as_a_killed_step_when_a_point_was_killed():
+    import os
+    import signal
+
+    from core import lifecycle
+    from launchers import slurm_job
+
+    lifecycle.clear()
+    passed_on: list[int] = []
+    with slurm_job.StopSignals(job_id="", restarts_before=0, on_signal=passed_on.append) as signals:
+        os.kill(os.getpid(), signal.SIGUSR2)
+    # The task's own process trains nothing: the signal goes on to its points, whose runs take it.
+    assert signals.received == ["SIGUSR2"] and passed_on == [signal.SIGUSR2]
+    assert lifecycle.stop_requested() is None
+    assert signals.decision().kind is slurm_job.StopKind.REQUEUE
+    # What the batch script's teardown then sees: a lost process is requeued, a crash of the code is not.
+    assert slurm_job.killed_points_status([signal.SIGKILL]) == 137
+    assert slurm_job.killed_points_status([signal.SIGKILL, signal.SIGSEGV]) == 139
+
+
 def test_the_dry_run_of_a_packed_sweep_shows_each_tasks_runs_and_counts_the_cost_in_array_tasks(tmp_path):
     import sys
 

@@ -154,10 +154,55 @@ def test_slots_go_round_robin_over_the_gpus_torch_sees():
     assert packing.local_slots(3, []) == [("CPU", {})] * 3
 
 
-def test_a_points_process_trains_alone_and_imports_this_code(monkeypatch):
-    environment = packing.point_environment(
-        {"CUDA_VISIBLE_DEVICES": "1"}, {"RANK": "3", "WORLD_SIZE": "8", "PYTHONPATH": "/elsewhere", "HOME": "/h"}
-    )
+def test_a_points_process_trains_alone_on_its_share_of_the_cpus_and_imports_this_code():
+    inherited = {"RANK": "3", "WORLD_SIZE": "8", "PYTHONPATH": "/elsewhere", "HOME": "/h"}
+    environment = packing.point_environment({"CUDA_VISIBLE_DEVICES": "1"}, inherited, threads=4)
     assert "RANK" not in environment and "WORLD_SIZE" not in environment
     assert environment["PYTHONPATH"] == f"{packing.code_root()}:/elsewhere"
     assert environment["CUDA_VISIBLE_DEVICES"] == "1" and environment["HOME"] == "/h"
+    assert environment["OMP_NUM_THREADS"] == "4"
+    # A thread count the user chose is kept.
+    assert packing.point_environment({}, {**inherited, "OMP_NUM_THREADS": "2"}, threads=4)["OMP_NUM_THREADS"] == "2"
+
+
+def test_the_pool_reports_how_each_process_ended_and_starts_nothing_once_asked_to_stop(tmp_path):
+    import functools
+    import os
+    import signal
+    import time
+
+    from hydra.core.utils import JobReturn, JobStatus
+
+    completes = functools.partial(packing.PointResult, JobReturn(overrides=["b"], status=JobStatus.COMPLETED))
+    points = [
+        packing.Point(0, ["a"], tmp_path / "0", functools.partial(time.sleep, 60)),
+        packing.Point(1, ["b"], tmp_path / "1", completes),
+        packing.Point(2, ["c"], tmp_path / "2", functools.partial(int, "not a number")),
+        packing.Point(3, ["d"], tmp_path / "3", completes),
+    ]
+    pool = packing.PointPool([("CPU", {})], tmp_path / "sweep" / packing.PACKED_DIR)
+
+    def on_start(point, slot, pid):
+        assert slot == "CPU"
+        if point.number == 0:
+            os.kill(pid, signal.SIGKILL)  # as a lost process, or the kernel's OOM killer, would end it
+
+    def on_end(outcome):
+        if outcome.point.number == 2:
+            pool.stop_starting()
+
+    killed, completed, raised, never = pool.run(points, on_start=on_start, on_end=on_end)
+    assert killed.killed_by == signal.SIGKILL and killed.result is None
+    assert killed.failure() == "its process was killed by SIGKILL"
+    assert completed.completed and completed.job_return().return_value is None
+    assert raised.returncode == 1 and not raised.completed
+    failure = raised.job_return()
+    assert failure.status == JobStatus.FAILED
+    assert str(failure._return_value) == (
+        "sweep point #2 (c) failed: ValueError: invalid literal for int() with base 10: 'not a number'; "
+        f"its output: {tmp_path / '2' / packing.POINT_LOG}"
+    )
+    assert "Traceback" in (tmp_path / "2" / packing.POINT_LOG).read_text()
+    assert never is None and not (tmp_path / "3").exists()
+    # The pickled calls and results are gone, and so is their folder.
+    assert not (tmp_path / "sweep" / packing.PACKED_DIR).exists()

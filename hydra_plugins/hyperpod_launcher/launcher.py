@@ -43,6 +43,8 @@ class HyperPodLauncher(Launcher):
       (SIGTERM) stops it the same way without a requeue (see launchers.slurm_job.classify_stop).
     - A training step killed by a signal requeues the job, unless it was killed for exceeding its memory or
       HyperPod's auto-resume restarts it (see launchers.hyperpod.killed_step_teardown).
+    - With `runs_per_gpu` > 1, each task of the array trains that many sweep points at once, each in a process of
+      its own, and does the above for all of them at once (:meth:`_run_pack`).
     """
 
     def __init__(self) -> None:
@@ -181,7 +183,9 @@ class HyperPodLauncher(Launcher):
             to_train.append(Point(number, shown, run_dir, call))
         assert sweep_dir is not None
 
-        pool = PointPool([("the task's GPU or CPUs", {})] * max(len(to_train), 1), sweep_dir / PACKED_DIR / job_id)
+        assert self.settings is not None
+        shared = "the task's GPU" if self.settings.gpus_per_node else "the task's CPUs"
+        pool = PointPool([(shared, {})] * max(len(to_train), 1), sweep_dir / PACKED_DIR / job_id)
 
         def pass_on(signum: int) -> None:
             # In a signal handler: start no further point and send the signal to the running ones.
