@@ -26,7 +26,7 @@ POINT_LOG = "process.log"
 """In a packed point's run directory: everything its process printed (stdout and stderr, tracebacks included);
 every attempt appends to it."""
 PACKED_DIR = ".packed"
-"""Sub-folder of a sweep directory holding the pickled calls and results of its packed points while they run."""
+"""Sub-folder of a local sweep's directory holding the pickled calls and results of its points while they run."""
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """Removed from a point's environment: every packed point trains alone, whatever started the sweep."""
 POLL_INTERVAL_S = 0.2
@@ -220,13 +220,11 @@ class PointPool:
             for running in self._running:
                 running.process.wait()
             raise
-        # The calls and results are gone once read: leave no empty folders in the sweep directory.
-        for folder in (self.work_dir, self.work_dir.parent):
-            if folder.name == PACKED_DIR or folder == self.work_dir:
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
+        # The calls and results are gone once read: leave no empty folder behind.
+        try:
+            self.work_dir.rmdir()
+        except OSError:
+            pass
         return outcomes
 
     def _start(self, index: int, point: Point, slot: int) -> _Running:

@@ -19,7 +19,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from core import ledger, rundir
-from launchers.packing import PACKED_DIR, POINT_LOG, Outcome, Point, PointFailed, PointPool, PointResult, portable
+from launchers.packing import POINT_LOG, Outcome, Point, PointFailed, PointPool, PointResult, portable
 from launchers.settings import HyperPodSettings, settings_from_config
 
 if TYPE_CHECKING:
@@ -160,15 +160,14 @@ class HyperPodLauncher(Launcher):
         Singleton.set_state(singleton_state)
         setup_globals()
         _print_code_source()
-        job_id = submitit.JobEnvironment().job_id
+        job_environment = submitit.JobEnvironment()
+        job_id = job_environment.job_id
 
         returns: dict[int, JobReturn] = {}
         to_train: list[Point] = []
-        sweep_dir = None
         for overrides, number in points:
             config = self._job_config(list(overrides), number, job_id)
-            sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
-            run_dir = (sweep_dir / str(config.hydra.sweep.subdir)).resolve()
+            run_dir = Path(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir)).resolve()
             shown = filter_overrides(list(overrides))
             earlier = _ended_earlier(run_dir, shown)
             if earlier is not None:
@@ -181,11 +180,11 @@ class HyperPodLauncher(Launcher):
                 continue
             call = _PackedPoint(self, list(overrides), number, job_id, singleton_state)
             to_train.append(Point(number, shown, run_dir, call))
-        assert sweep_dir is not None
 
         assert self.settings is not None
         shared = "the task's GPU" if self.settings.gpus_per_node else "the task's CPUs"
-        pool = PointPool([(shared, {})] * max(len(to_train), 1), sweep_dir / PACKED_DIR / job_id)
+        # The points' pickled calls and results go beside submitit's own files of this task.
+        pool = PointPool([(shared, {})] * max(len(to_train), 1), job_environment.paths.folder / "packed")
 
         def pass_on(signum: int) -> None:
             # In a signal handler: start no further point and send the signal to the running ones.
@@ -421,12 +420,17 @@ class HyperPodLauncher(Launcher):
                         results[job.job_id] = result if isinstance(result, list) else [result]
                     members = next(members for members in tasks if index in members)
                     returns.append(results[job.job_id][members.index(index)])
-                else:
-                    failed = JobReturn(overrides=run.overrides, status=JobStatus.FAILED)
-                    failed.return_value = RuntimeError(
-                        f"Slurm job {job.job_id} ended {states[job.job_id]}; see {run.log_file}"
-                    )
-                    returns.append(failed)
+                    continue
+                # A packed task that failed may have completed some of its runs: each run's directory says.
+                earlier = _ended_earlier(Path(run.run_dir), run.overrides) if settings.runs_per_gpu > 1 else None
+                if earlier is not None and earlier.status == JobStatus.COMPLETED:
+                    returns.append(earlier)
+                    continue
+                failed = JobReturn(overrides=run.overrides, status=JobStatus.FAILED)
+                failed.return_value = RuntimeError(
+                    f"Slurm job {job.job_id} ended {states[job.job_id]}; see {run.log_file}"
+                )
+                returns.append(failed)
             return returns
 
         submitted = []
