@@ -119,6 +119,8 @@ class CostEstimate:
     price_per_hour: float | None
     """Per instance-hour, Spot's fraction applied; None when the table does not list the instance type."""
     currency: str
+    unit: str = "run(s)"
+    """What ``runs`` counts: runs, or the array tasks that train several runs each (``launcher.runs_per_gpu``)."""
 
     @property
     def instance_hours(self) -> float:
@@ -131,7 +133,7 @@ class CostEstimate:
     def line(self) -> str:
         """One line for a dry run: the product spelled out, and what the figure assumes."""
         kind = self.instance_type or "instance"
-        product = f"{self.runs} run(s) x {self.instances_per_run} {kind} x {self.hours_per_run:g} h"
+        product = f"{self.runs} {self.unit} x {self.instances_per_run} {kind} x {self.hours_per_run:g} h"
         if self.cost is None:
             return (
                 f"estimated cost: {product} = {self.instance_hours:g} instance-hours; no price for {kind} in the "
@@ -153,6 +155,7 @@ def estimate_cost(
     runs: int,
     spot: bool = False,
     prices: dict[str, Any] | None = None,
+    unit: str = "run(s)",
 ) -> CostEstimate:
     """The most a submission of ``runs`` runs can cost, each holding ``instances_per_run`` instances for at most
     ``hours_per_run`` hours, at the ``table`` price of ``instance_type`` (``hyperpod`` or ``training_job``)."""
@@ -166,6 +169,7 @@ def estimate_cost(
         spot=spot,
         price_per_hour=hourly_price(prices, table, instance_type, spot=spot) if instance_type else None,
         currency=str(prices.get("currency", "USD")),
+        unit=unit,
     )
 
 

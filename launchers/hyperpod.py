@@ -237,6 +237,7 @@ def cost_estimate(settings: HyperPodSettings, runs: int, prices: dict[str, Any] 
         hours_per_run=int(settings.time_limit_min) / 60,
         runs=array_tasks(settings, runs),
         prices=prices,
+        unit="array task(s)" if settings.runs_per_gpu > 1 else "run(s)",
     )
 
 

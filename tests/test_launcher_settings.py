@@ -237,7 +237,7 @@ def test_the_dry_run_of_a_packed_sweep_shows_each_tasks_runs_and_counts_the_cost
     assert "  task 0: #0 seed=1 | #1 seed=2\n  task 1: #2 seed=3 | #3 seed=4\n" in printed
     assert "#SBATCH --array=0-1" in printed
     expected = 2 * 1 * 1.0 * load_prices()["hyperpod"]["ml.p5.48xlarge"]  # array tasks x nodes x hours x price
-    assert "2 run(s) x 1 ml.p5.48xlarge x 1 h" in printed and f"= {expected:,.2f} USD" in printed
+    assert "2 array task(s) x 1 ml.p5.48xlarge x 1 h" in printed and f"= {expected:,.2f} USD" in printed
     assert not list(tmp_path.glob("multirun/*/slurm_jobs.json"))
 
 
