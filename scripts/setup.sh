@@ -54,7 +54,8 @@ fi
 echo "setup: installing locked dependencies into $VENV (first time: several GB, a few minutes)"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
 # --compile-bytecode: the packages are compiled to bytecode once, here, instead of at every start of a process
-# that may not write it (PYTHONDONTWRITEBYTECODE, read-only installs): about 10 s of every start on a GPU machine.
+# that may not write it (PYTHONDONTWRITEBYTECODE, read-only installs): 9.2 s of a profiled start on an H200 machine
+# (docs/benchmarks.md, "Warm start with compiled bytecode").
 "$VENV/bin/python" -m uv pip install --compile-bytecode --python "$VENV/bin/python" -r requirements.lock
 "$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --no-deps -e .
 echo "$want" > "$STAMP"
