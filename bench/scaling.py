@@ -137,13 +137,20 @@ def add_efficiency(points: list[dict[str, Any]]) -> None:
         point["efficiency"] = point["env_steps_per_s"] / (point["procs"] * base["env_steps_per_s"]) if base else None
 
 
+def kernel_cache(settings: ScalingSettings, work: Path, warm_up: bool) -> Path:
+    """The kernel cache every run in ``work`` shares; with ``warm_up``, filled first by one 1-process iteration in
+    ``work/warm-up``."""
+    warp_cache = work / "warp-cache"
+    if warm_up:
+        run_point(1, replace(settings, iterations=1), work / WARM_UP_DIR, warp_cache)
+    return warp_cache
+
+
 def run_scaling(procs: list[int], settings: ScalingSettings, work: Path, *, warm_up: bool = False) -> list[dict]:
     """Every point, fewest processes first, sharing one kernel cache in ``work``; their figures and efficiency.
 
     ``warm_up`` first trains one 1-process iteration (in ``work/warm-up``) so that no point pays for compilation."""
-    warp_cache = work / "warp-cache"
-    if warm_up:
-        run_point(1, replace(settings, iterations=1), work / WARM_UP_DIR, warp_cache)
+    warp_cache = kernel_cache(settings, work, warm_up)
     points = []
     for count in sorted(set(procs)):
         point = run_point(count, settings, work, warp_cache)
@@ -247,9 +254,7 @@ def run_packing(counts: list[int], settings: ScalingSettings, work: Path, *, war
     """Every pack, fewest runs first, sharing one kernel cache in ``work``; their figures and gain over one run.
 
     ``warm_up`` first trains one 1-iteration run (in ``work/warm-up``) so that no pack pays for compilation."""
-    warp_cache = work / "warp-cache"
-    if warm_up:
-        run_point(1, replace(settings, iterations=1), work / WARM_UP_DIR, warp_cache)
+    warp_cache = kernel_cache(settings, work, warm_up)
     packs = []
     for count in sorted(set(counts)):
         pack = run_pack(count, settings, work, warp_cache)
