@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import typing
 from typing import Any
 
 # Keys a resumed run may change freely: how long it runs, how often it saves, where it runs and logs, how fast
@@ -66,12 +69,53 @@ class ConfigChanged(ValueError):
     """A resume whose composed config changes what the run learns."""
 
 
+def schema_default(dotted: str, schema: type | None = None) -> Any:
+    """The default that the typed schemas give ``dotted`` (e.g. ``task.frontend``), as a plain value, or
+    ``MISSING_DEFAULT`` where no schema field with a plain default is found (a dict entry, a required field)."""
+    from core.config import TrainConfig
+
+    node: Any = schema or TrainConfig
+    for part in dotted.split("."):
+        cls = node if isinstance(node, type) else type(node)
+        if not dataclasses.is_dataclass(cls):
+            return MISSING_DEFAULT
+        field = {f.name: f for f in dataclasses.fields(cls)}.get(part)
+        if field is None:
+            return MISSING_DEFAULT
+        hint = typing.get_type_hints(cls).get(part)
+        if field.default_factory is not dataclasses.MISSING:
+            node = field.default_factory()
+        elif field.default is not dataclasses.MISSING and field.default != "???":
+            node = field.default
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            node = hint  # a sub-schema without a default of its own (config group): its fields' defaults
+        else:
+            return MISSING_DEFAULT
+    if isinstance(node, type) or dataclasses.is_dataclass(node):
+        return MISSING_DEFAULT
+    return node.value if isinstance(node, enum.Enum) else node
+
+
+MISSING_DEFAULT = object()
+"""What :func:`schema_default` returns where the schemas give no default."""
+
+
+def added_with_default(key: str, recorded: Any, now: Any) -> bool:
+    """A setting that did not exist when the run was recorded and holds its schema default now: the run trained
+    with what that default keeps (new settings default to the earlier behaviour), so it changes nothing."""
+    if recorded != "(absent)":
+        return False
+    default = schema_default(key)
+    return default is not MISSING_DEFAULT and default == now
+
+
 def check_resume(recorded: dict[str, Any], now: dict[str, Any], *, accept: bool, run_dir: str) -> dict[str, Any]:
     """Compare the run's recorded config with the one composed now.
 
     Returns ``{"learned": [...], "operational": [...]}`` (formatted differences). Raises :class:`ConfigChanged`
-    listing the keys that change what is learned, unless ``accept``."""
-    found = differences(recorded, now)
+    listing the keys that change what is learned, unless ``accept``. A setting added to the schemas since the run
+    was recorded, at its default, is not a difference (:func:`added_with_default`)."""
+    found = [item for item in differences(recorded, now) if not added_with_default(*item)]
     learned = [format_difference(*item) for item in found if not is_operational(item[0])]
     operational = [format_difference(*item) for item in found if is_operational(item[0])]
     if learned and not accept:
