@@ -49,6 +49,13 @@ class TerrainType(StrEnum):
     plane = "plane"
 
 
+class TerrainCollision(StrEnum):
+    """What the physics collides the robots against on a generated terrain."""
+
+    mesh = "mesh"
+    heightfield = "heightfield"
+
+
 class RobotSource(StrEnum):
     """Where a robot model comes from."""
 
@@ -148,6 +155,13 @@ class TerrainConfig:
     cache: bool = True
     """Keep the generated terrain on disk (``$RLFORGE_CACHE/terrains``) and load it when the generator settings and
     seed are the same again, instead of generating it at every start."""
+    collision: TerrainCollision = TerrainCollision.mesh
+    """What Newton collides the robots against on a ``generator`` terrain. ``mesh``: the generated triangle mesh
+    (a BVH query per robot shape). ``heightfield``: a heightfield sampled from that mesh at the generator's
+    ``horizontal_scale`` (0.1 m on the rough terrain; Isaac Lab's ``convert_to_heightfield``), looked up by grid
+    cell; a vertical step (stair riser, box side) becomes a slope one cell wide. The height scanner casts against
+    the same collider; the terrain's visuals, origins and curriculum are the mesh's either way. Refused with
+    ``plane`` and with ``physx``."""
 
 
 class MotorLimits(StrEnum):

@@ -164,6 +164,11 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 
     terrain = env_cfg.scene.terrain
     if task.terrain.type == "plane":
+        if task.terrain.collision != "mesh":
+            raise ValueError(
+                f"task.terrain.collision={task.terrain.collision} applies to a generated terrain; "
+                "the plane is already the cheapest ground to collide against (use task.terrain.collision=mesh)"
+            )
         # Isaac Lab's "plane" terrain loads its ground from the asset server; this one is written locally.
         from tasks.ground import flat_ground_usd
 
@@ -182,6 +187,14 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
         terrain.terrain_generator.num_rows = task.terrain.num_rows
         terrain.terrain_generator.num_cols = task.terrain.num_cols
         terrain.terrain_generator.curriculum = task.terrain.curriculum
+        if task.terrain.collision != "mesh" and task.physics != "newton_mjwarp":
+            raise ValueError(
+                f"task.terrain.collision={task.terrain.collision} is Newton's; "
+                f"task.physics={task.physics} collides against the mesh (use task.terrain.collision=mesh)"
+            )
+        from tasks.terrain_heightfield import set_collision
+
+        set_collision(terrain.terrain_generator, str(task.terrain.collision))
         if task.terrain.cache:
             from tasks.terrain_cache import CachedTerrainGenerator
 
@@ -244,6 +257,12 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
 
             env = ManagerBasedRLEnv(cfg=env_cfg)
             stack.callback(env.close)
+        if task.physics == "newton_mjwarp" and task.terrain.type == "generator":
+            from isaaclab_newton.physics import NewtonManager
+
+            from tasks.terrain_heightfield import check_collision
+
+            check_collision(NewtonManager.get_model(), str(task.terrain.collision))
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiled"] = _report(precompiler.result())

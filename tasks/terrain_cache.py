@@ -53,6 +53,9 @@ def terrain_key(cfg) -> str:
 
     settings = class_to_dict(cfg)
     settings.pop("class_type", None)
+    # Which collider the physics makes of the terrain does not change the terrain: both share one cache entry.
+    for sub_terrain in settings.get("sub_terrains", {}).values():
+        sub_terrain.pop("convert_to_heightfield", None)
     try:
         version = metadata.version("isaaclab")
     except metadata.PackageNotFoundError:
