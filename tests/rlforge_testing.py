@@ -21,6 +21,14 @@ SMALL_TOY = (
     "algo.actor.hidden_dims=[32,32]",
     "algo.critic.hidden_dims=[32,32]",
 )
+# An H1 run on the CPU at its smallest: 2 envs on a 2 x 2 terrain, 4 steps an iteration.
+H1_CPU_RUN = (
+    "device=cpu",
+    "task.num_envs=2",
+    "task.terrain.num_rows=2",
+    "task.terrain.num_cols=2",
+    "algo.num_steps_per_env=4",
+)
 
 
 def run_train(

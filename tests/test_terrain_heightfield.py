@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlforge_testing import run_train
+from rlforge_testing import H1_CPU_RUN, run_train
 
 SMALL_H1 = (
     "task=h1_rough",
@@ -267,13 +267,9 @@ def test_the_height_scan_is_the_meshs(both):
 def test_h1_rough_trains_on_the_heightfield(tmp_path):
     args = [
         "task=h1_rough",
-        "device=cpu",
+        *H1_CPU_RUN,
         f"output_root={tmp_path / 'outputs'}",
-        "task.num_envs=2",
-        "task.terrain.num_rows=2",
-        "task.terrain.num_cols=2",
         "task.terrain.collision=heightfield",
-        "algo.num_steps_per_env=4",
         "algo.max_iterations=2",
     ]
     result = run_train(args, cwd=tmp_path, timeout=900, env={"RLFORGE_CACHE": str(tmp_path / "cache")})

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlforge_testing import SMALL_TOY, only_run, run_train
+from rlforge_testing import H1_CPU_RUN, SMALL_TOY, only_run, run_train
 
 
 def decode(mp4: Path) -> list[np.ndarray]:
@@ -208,16 +208,7 @@ def test_h1_play_video_draws_the_robot(tmp_path):
     from runner.play import main
 
     result = run_train(
-        [
-            "task=h1_rough",
-            "device=cpu",
-            f"output_root={tmp_path / 'outputs'}",
-            "task.num_envs=2",
-            "task.terrain.num_rows=2",
-            "task.terrain.num_cols=2",
-            "algo.num_steps_per_env=4",
-            "algo.max_iterations=1",
-        ],
+        ["task=h1_rough", *H1_CPU_RUN, f"output_root={tmp_path / 'outputs'}", "algo.max_iterations=1"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlforge_testing import only_run, run_train
+from rlforge_testing import H1_CPU_RUN, only_run, run_train
 
 SMALL_H1 = ("task.num_envs=2", "task.terrain.num_rows=2", "task.terrain.num_cols=2", "task.kernels.precompile=false")
 WARP_ORIGINS = ("isaaclab_experimental.", "isaaclab_tasks_experimental.", "tasks.warp_terms")
@@ -239,12 +239,8 @@ def test_h1_trains_with_the_warp_frontend_on_the_cpu(task, tmp_path):
     args = [
         f"task={task}",
         "task.frontend=warp",
-        "device=cpu",
+        *H1_CPU_RUN,
         f"output_root={tmp_path / 'outputs'}",
-        "task.num_envs=2",
-        "task.terrain.num_rows=2",
-        "task.terrain.num_cols=2",
-        "algo.num_steps_per_env=4",
         "algo.max_iterations=2",
     ]
     result = run_train(args, cwd=tmp_path, timeout=900)
