@@ -127,6 +127,7 @@ def task_settings(task: str) -> dict[str, Any]:
     from isaaclab_tasks.utils import resolve_task_config
 
     from runner.compose import compose_config
+    from tasks.ground import flat_ground_usd
 
     composed = compose_config([f"task={task}"]).task
     if composed.kind != "isaaclab" or not composed.isaaclab_id:
@@ -135,7 +136,7 @@ def task_settings(task: str) -> dict[str, Any]:
     return {
         "task": task,
         "isaaclab_task": str(composed.isaaclab_id),
-        "ground_usd": ground_usd() if composed.terrain.type == "plane" else None,
+        "ground_usd": str(flat_ground_usd()) if composed.terrain.type == "plane" else None,
         "actor_hidden_dims": list(runner_cfg.actor.hidden_dims),
         "critic_hidden_dims": list(runner_cfg.critic.hidden_dims),
     }
@@ -160,13 +161,6 @@ def isaaclab_warp_refusal(isaaclab_task: str) -> str | None:
         if getattr(term, "func", None) is not None and (term.func.__module__ or "") == warp_terms.__name__
     ]
     return "\n  ".join(ours) or None
-
-
-def ground_usd() -> str:
-    """Our flat ground as USD (written once, then cached): the ground both trainers stand on in a flat task."""
-    from tasks.ground import flat_ground_usd
-
-    return str(flat_ground_usd())
 
 
 def project_usd() -> str:

@@ -84,6 +84,16 @@ class Point:
         return f"#{self.number} ({' '.join(self.overrides) or 'no overrides'})"
 
 
+def failed_return(point: Point, why: str) -> JobReturn:
+    """Hydra's return of a point that did not complete and handed nothing back: a failure naming the point and
+    ``why`` (e.g. "was not started: the sweep was asked to stop")."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    job_return = JobReturn(overrides=point.overrides, working_dir=str(point.run_dir), status=JobStatus.FAILED)
+    job_return.return_value = PointFailed(f"sweep point {point.describe()} {why}")
+    return job_return
+
+
 @dataclass
 class Outcome:
     """How a point's process ended."""
@@ -170,6 +180,12 @@ class PointPool:
         """Start no further point (the ones running go on)."""
         self._starting = False
 
+    def stop(self, signum: int) -> None:
+        """A stop signal for the points: start no further one and send ``signum`` to the running ones (each run
+        checkpoints and stops). Safe in a signal handler, as :meth:`signal_running` is."""
+        self.stop_starting()
+        self.signal_running(signum)
+
     def signal_running(self, signum: int) -> None:
         """Send ``signum`` to every point's process still running. Safe in a signal handler: it only calls
         ``kill`` (no lock is taken, no process is waited for)."""
@@ -215,8 +231,7 @@ class PointPool:
                     if on_end is not None:
                         on_end(outcome)
         except KeyboardInterrupt:
-            self.stop_starting()
-            self.signal_running(signal.SIGTERM)
+            self.stop(signal.SIGTERM)
             for running in self._running:
                 running.process.wait()
             raise

@@ -19,7 +19,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from core import ledger, rundir
-from launchers.packing import POINT_LOG, Outcome, Point, PointFailed, PointPool, PointResult, portable
+from launchers.packing import POINT_LOG, Outcome, Point, PointPool, PointResult, failed_return, portable
 from launchers.settings import HyperPodSettings, settings_from_config
 
 if TYPE_CHECKING:
@@ -186,13 +186,8 @@ class HyperPodLauncher(Launcher):
         # The points' pickled calls and results go beside submitit's own files of this task.
         pool = PointPool([(shared, {})] * max(len(to_train), 1), job_environment.paths.folder / "packed")
 
-        def pass_on(signum: int) -> None:
-            # In a signal handler: start no further point and send the signal to the running ones.
-            pool.stop_starting()
-            pool.signal_running(signum)
-
         print(f"[hyperpod] array task {job_id}: training {len(to_train)} sweep point(s) at once", flush=True)
-        with slurm_job.StopSignals(on_signal=pass_on) as signals:
+        with slurm_job.StopSignals(on_signal=pool.stop) as signals:
             outcomes = pool.run(to_train, on_start=_report_start, on_end=_report_end)
 
         stopped: list[tuple[Path, str, int | None]] = []
@@ -200,7 +195,7 @@ class HyperPodLauncher(Launcher):
         for point, outcome in zip(to_train, outcomes, strict=True):
             if outcome is None:
                 stopped.append((point.run_dir, "not started: the task was asked to stop first", None))
-                returns[point.number] = _not_completed(point, "not started: the task was asked to stop first")
+                returns[point.number] = failed_return(point, "not started: the task was asked to stop first")
                 continue
             returns[point.number] = outcome.job_return()
             if outcome.completed:
@@ -530,12 +525,6 @@ def _ended_earlier(run_dir: Path, overrides: list[str]) -> JobReturn | None:
         job_return.return_value = RuntimeError(
             f"sweep point ({' '.join(overrides)}) failed in an earlier attempt; see {run_dir / ledger.LEDGER}"
         )
-    return job_return
-
-
-def _not_completed(point: Point, why: str) -> JobReturn:
-    job_return = JobReturn(overrides=point.overrides, working_dir=str(point.run_dir), status=JobStatus.FAILED)
-    job_return.return_value = PointFailed(f"sweep point {point.describe()} {why}")
     return job_return
 
 

@@ -102,7 +102,7 @@ class LocalLauncher(Launcher):
         returns = []
         for point, outcome in zip(points, outcomes, strict=True):
             if outcome is None:
-                returns.append(_not_started(point))
+                returns.append(packing.failed_return(point, "was not started: the sweep was asked to stop"))
             else:
                 returns.append(outcome.job_return())
         failed = [r for r in returns if r.status != JobStatus.COMPLETED]
@@ -187,11 +187,7 @@ def _passed_on_to_points(pool: packing.PointPool) -> Iterator[None]:
         yield
         return
 
-    def pass_on(signum: int, _frame: object) -> None:
-        pool.stop_starting()
-        pool.signal_running(signum)
-
-    previous = {sig: signal.signal(sig, pass_on) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, lambda signum, _frame: pool.stop(signum)) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -211,11 +207,3 @@ def _report_end(outcome: packing.Outcome) -> None:
         log.error(
             f"\t#{point.number} failed after {outcome.seconds:.0f} s: {outcome.failure()}; its output: {point.log}"
         )
-
-
-def _not_started(point: packing.Point) -> JobReturn:
-    job_return = JobReturn(overrides=point.overrides, status=JobStatus.FAILED)
-    job_return.return_value = packing.PointFailed(
-        f"sweep point {point.describe()} was not started: the sweep was asked to stop"
-    )
-    return job_return
