@@ -18,6 +18,7 @@ import pytest
 from launchers import hyperpod, sagemaker
 from launchers.sagemaker_plan import LaunchError, PlannedJob, dry_run_location, plan_jobs
 from launchers.settings import HyperPodSettings, SageMakerSettings, settings_from_config
+from rlforge_testing import run_train
 
 # ---------------------------------------------------------------------------------------------------------- HyperPod
 
@@ -208,14 +209,10 @@ def test_a_packed_task_passes_stop_signals_on_and_ends_as_a_killed_step_when_a_p
 
 
 def test_the_dry_run_of_a_packed_sweep_shows_each_tasks_runs_and_counts_the_cost_in_array_tasks(tmp_path):
-    import sys
-
     from core.accounting import load_prices
 
-    result = subprocess.run(
+    result = run_train(
         [
-            sys.executable,
-            str(Path(__file__).resolve().parents[1] / "train.py"),
             "-m",
             "launcher=hyperpod",
             "task=toy",
@@ -227,8 +224,6 @@ def test_the_dry_run_of_a_packed_sweep_shows_each_tasks_runs_and_counts_the_cost
             "seed=1,2,3,4",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlforge_testing import H1_CPU_RUN, run_train
+from rlforge_testing import H1_CPU_RUN, only_run, run_train
 
 SMALL_H1 = (
     "task=h1_rough",
@@ -274,7 +274,7 @@ def test_h1_rough_trains_on_the_heightfield(tmp_path):
     ]
     result = run_train(args, cwd=tmp_path, timeout=900, env={"RLFORGE_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-4000:]
-    (run_dir,) = (tmp_path / "outputs" / "h1_rough").iterdir()
+    run_dir = only_run(tmp_path / "outputs" / "h1_rough")
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2]
     assert all("Curriculum/terrain_levels" in m for m in metrics)

@@ -12,6 +12,7 @@ import pytest
 from core import rundir
 from launchers import hyperpod, slurm_job
 from launchers.settings import HyperPodSettings, settings_from_config
+from rlforge_testing import run_train
 
 
 def plugin_settings(compose_cfg, *overrides: str) -> HyperPodSettings:
@@ -375,15 +376,10 @@ def test_the_plugins_ledger_events_count_to_the_attempt_this_process_started(tmp
 
 
 def test_a_dry_run_of_a_three_point_sweep_prints_the_script_and_its_most_cost(tmp_path):
-    import subprocess
-    import sys
-
     from core.accounting import load_prices
 
-    result = subprocess.run(
+    result = run_train(
         [
-            sys.executable,
-            str(Path(__file__).resolve().parents[2] / "train.py"),
             "-m",
             "launcher=hyperpod",
             "task=toy",
@@ -395,8 +391,6 @@ def test_a_dry_run_of_a_three_point_sweep_prints_the_script_and_its_most_cost(tm
             "seed=1,2,3",
         ],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
