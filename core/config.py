@@ -223,7 +223,8 @@ class KernelsConfig:
 
 @dataclass
 class TaskConfig:
-    """An environment to train in. Fields that a task kind does not use are ignored by it."""
+    """An environment to train in. Fields that a task kind does not use are ignored by it, except where the kind
+    refuses a value it cannot act on (the toy: ``frontend`` and ``terrain.collision``, tasks.toy.ISAACLAB_ONLY)."""
 
     name: str = MISSING
     """Short task name, used for the run directory (``outputs/<name>/...``)."""

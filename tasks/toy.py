@@ -118,8 +118,22 @@ TOY_OVERRIDES = {"startup_delay_s": "seconds the build waits before the env exis
 """What ``task.env_overrides`` may set on the toy task."""
 
 
+ISAACLAB_ONLY = {"frontend": "torch", "terrain.collision": "mesh"}
+"""Task settings (and their defaults) that only Isaac Lab environments act on: the toy refuses other values
+rather than ignore them."""
+
+
 def build(task: DictConfig, device: str, seed: int, clip_actions: float | None = None) -> EnvHandle:
     """Build the toy environment (after ``task.env_overrides.startup_delay_s`` seconds, default 0)."""
+    from omegaconf import OmegaConf
+
+    for key, default in ISAACLAB_ONLY.items():
+        value = OmegaConf.select(task, key, default=default)
+        if str(value) != default:
+            raise ValueError(
+                f"task.{key}={value} applies to Isaac Lab environments; the toy task has none (drop the override, "
+                f"or use task.{key}={default})"
+            )
     overrides = dict(task.get("env_overrides") or {})
     unknown = set(overrides) - set(TOY_OVERRIDES)
     if unknown:

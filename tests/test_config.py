@@ -210,3 +210,15 @@ def test_schemas_own_the_defaults_and_options_state_only_what_they_change(group)
     for path in sorted((CONF / group).glob("*.yaml")):
         node = OmegaConf.load(path)
         assert restated_defaults(node, schema) == [], f"{path.relative_to(CONF)} restates schema defaults"
+
+
+@pytest.mark.parametrize("override", ["task.frontend=warp", "task.terrain.collision=heightfield"])
+def test_the_toy_refuses_isaaclab_only_settings_instead_of_ignoring_them(compose_cfg, override):
+    from tasks.registry import build_env
+
+    cfg = compose_cfg(["task=toy", override])
+    key = override.split("=")[0]
+    with pytest.raises(ValueError, match=rf"{key}=.* applies to Isaac Lab environments"):
+        build_env(cfg.task, "cpu", 0)
+    handle = build_env(compose_cfg(["task=toy"]).task, "cpu", 0)  # the defaults build
+    assert handle.env.num_envs == cfg.task.num_envs
