@@ -206,3 +206,44 @@ def test_the_pool_reports_how_each_process_ended_and_starts_nothing_once_asked_t
     assert never is None and not (tmp_path / "3").exists()
     # The pickled calls and results are gone, and so is their folder.
     assert not (tmp_path / "sweep" / packing.PACKED_DIR).exists()
+
+
+def test_sigterm_to_a_packed_sweep_stops_every_running_point_with_a_checkpoint_and_starts_no_other(tmp_path):
+    import signal
+
+    from rlforge_testing import start_train, wait_for
+
+    output_root = tmp_path / "outputs"
+    args = [
+        "-m",
+        "task=toy",
+        "device=cpu",
+        *SMALL_TOY,
+        "algo.max_iterations=100000",
+        "algo.save_interval=100000",
+        f"output_root={output_root}",
+        "launcher.runs_per_gpu=2",
+        "seed=1,2,3",
+    ]
+    sweep = start_train(args, tmp_path)
+    try:
+
+        def both_training() -> bool:
+            found = list(output_root.glob("multirun/*/[01]/metrics.jsonl"))
+            return len(found) == 2 and all(len(path.read_text().splitlines()) >= 2 for path in found)
+
+        wait_for(both_training, "both packed points training", timeout=180)
+        sweep.send_signal(signal.SIGTERM)
+        output = sweep.communicate(timeout=120)[0]
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode != 0, output[-3000:]  # the sweep did not complete
+    points = point_dirs(sweep_dir(output_root))
+    assert [p.name for p in points] == ["0", "1"], "the third point must not start after the stop"
+    for run_dir in points:
+        (end,) = [event for event in ledger(run_dir) if event["event"] == "end"]
+        assert end["how"] == "interrupted" and end["reason"] == "SIGTERM"
+        assert (run_dir / "checkpoints" / f"model_{end['iteration']}.pt").is_file()
+    assert "3 of 3 sweep points did not complete" in output, output[-3000:]
+    assert "seed=3) was not started: the sweep was asked to stop" in output, output[-3000:]
