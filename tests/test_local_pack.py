@@ -209,6 +209,8 @@ def test_the_pool_reports_how_each_process_ended_and_starts_nothing_once_asked_t
 
 
 def test_sigterm_to_a_packed_sweep_stops_every_running_point_with_a_checkpoint_and_starts_no_other(tmp_path):
+    import contextlib
+    import os
     import signal
 
     from rlforge_testing import start_train, wait_for
@@ -236,8 +238,13 @@ def test_sigterm_to_a_packed_sweep_stops_every_running_point_with_a_checkpoint_a
         sweep.send_signal(signal.SIGTERM)
         output = sweep.communicate(timeout=120)[0]
     finally:
-        if sweep.poll() is None:
+        if sweep.poll() is None:  # the stop did not end the sweep: leave none of its processes running
             sweep.kill()
+            for run_dir in output_root.glob("multirun/*/[0-9]"):
+                for event in ledger(run_dir):
+                    if event["event"] == "process_start":
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(event["pid"], signal.SIGKILL)
     assert sweep.returncode != 0, output[-3000:]  # the sweep did not complete
     points = point_dirs(sweep_dir(output_root))
     assert [p.name for p in points] == ["0", "1"], "the third point must not start after the stop"
