@@ -154,7 +154,8 @@ class TerrainConfig:
     """Highest difficulty row a robot may start on."""
     cache: bool = True
     """Keep the generated terrain on disk (``$RLFORGE_CACHE/terrains``) and load it when the generator settings and
-    seed are the same again, instead of generating it at every start."""
+    seed are the same again, instead of generating it at every start; also keep Newton's analysis of its mesh
+    (edges, closedness: ``$RLFORGE_CACHE/mesh_topology``)."""
     collision: TerrainCollision = TerrainCollision.mesh
     """What Newton collides the robots against on a ``generator`` terrain. ``mesh``: the generated triangle mesh
     (a BVH query per robot shape). ``heightfield``: a heightfield sampled from that mesh at the generator's

@@ -245,6 +245,7 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
         stack.enter_context(launch_simulation(env_cfg, {"device": device}))
         from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
 
+        topology = _keep_mesh_topology(task)
         if task.frontend == "warp":
             from tasks.warp_frontend import build_env, captured_managers, describe
 
@@ -263,6 +264,8 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             from tasks.terrain_heightfield import check_collision
 
             check_collision(NewtonManager.get_model(), str(task.terrain.collision))
+        if topology is not None:
+            print(topology.describe())
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiled"] = _report(precompiler.result())
@@ -285,6 +288,15 @@ def set_torchscript(enabled: bool) -> None:
     import torch.jit._state
 
     (torch.jit._state.enable if enabled else torch.jit._state.disable)()
+
+
+def _keep_mesh_topology(task: DictConfig):
+    """Keep Newton's analysis of the generated terrain's mesh across starts (``task.terrain.cache``)."""
+    if task.physics != "newton_mjwarp" or task.terrain.type != "generator" or not task.terrain.cache:
+        return None
+    from tasks.mesh_topology import install
+
+    return install()
 
 
 def _start_precompile(task: DictConfig, device: str):

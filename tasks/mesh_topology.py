@@ -1,0 +1,162 @@
+"""The topology Newton derives from a large collision mesh, kept on disk: its unique edges and whether it is closed.
+
+When Newton finalizes a model it computes, for every collidable triangle mesh, the mesh's unique edges (for
+edge contacts) and whether every edge is shared by exactly two triangles (which picks the collision kernels'
+inside test). For a generated rough terrain, a million triangles, that is two sorts of three million edges:
+seconds of every start, and a pure function of the mesh's vertices and triangles. This module keeps both on
+disk under ``$RLFORGE_CACHE/mesh_topology`` (default ``~/.cache/rlforge/mesh_topology``), keyed by a digest of
+the mesh's vertices and triangles and Newton's version: before the model is finalized, a mesh whose topology
+was kept gets it back (Newton then finds it computed); after, what Newton computed for the others is saved.
+
+Only meshes of at least :data:`MIN_TRIANGLES` are kept (a robot's links cost nothing to analyse). Newton keeps
+the two results in the mesh's private ``_edges`` and ``_is_watertight`` fields, computed lazily and cleared
+whenever the geometry changes; :func:`supported` checks they exist, and a Newton without them runs as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.rundir import write_bytes_atomic
+
+FORMAT = 1
+"""Bumped when the saved layout changes."""
+MIN_TRIANGLES = 100_000
+"""Meshes with fewer triangles are left to Newton (their topology takes milliseconds)."""
+
+
+def cache_dir() -> Path:
+    """``$RLFORGE_CACHE/mesh_topology``, or ``~/.cache/rlforge/mesh_topology``: beside the terrains."""
+    from tasks.robots.usd_writer import cache_root
+
+    return cache_root().parent / "mesh_topology"
+
+
+def _newton_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("newton")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def mesh_key(mesh: Any) -> str:
+    """Digest of what the topology depends on: the mesh's vertices and triangles, Newton's version, the format."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{FORMAT}:{_newton_version()}:".encode())
+    for array in (mesh.vertices, mesh.indices):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def supported(mesh: Any) -> bool:
+    """Whether this Newton keeps a mesh's edges and closedness where the cache can fill them in."""
+    return hasattr(mesh, "_edges") and hasattr(mesh, "_is_watertight") and hasattr(type(mesh), "edges")
+
+
+def large_meshes(builder: Any) -> list[Any]:
+    """The distinct triangle meshes of ``builder``'s shapes with at least :data:`MIN_TRIANGLES` triangles."""
+    from newton import Mesh
+
+    seen: dict[int, Any] = {}
+    for source in builder.shape_source:
+        if isinstance(source, Mesh) and id(source) not in seen and len(source.indices) >= 3 * MIN_TRIANGLES:
+            seen[id(source)] = source
+    return list(seen.values())
+
+
+def load(mesh: Any, folder: Path | None = None) -> bool:
+    """Give ``mesh`` its kept topology; False when none was kept (or it is unreadable, or stale)."""
+    path = (folder or cache_dir()) / f"{mesh_key(mesh)}.npz"
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as saved:
+            edges = saved["edges"]
+            watertight = bool(saved["watertight"])
+    except (OSError, KeyError, ValueError) as error:
+        print(f"[rlforge] mesh topology {path.name} unreadable ({error}); Newton computes it")
+        return False
+    if edges.ndim != 2 or edges.shape[1] != 2 or (len(edges) and int(edges.max()) >= len(mesh.vertices)):
+        print(f"[rlforge] mesh topology {path.name} does not fit its mesh; Newton computes it")
+        return False
+    mesh._edges = edges
+    mesh._is_watertight = watertight
+    return True
+
+
+def save(mesh: Any, folder: Path | None = None) -> Path | None:
+    """Keep what Newton computed for ``mesh`` (computing it if Newton has not); None if it could not be written."""
+    buffer = io.BytesIO()
+    np.savez(buffer, edges=np.asarray(mesh.edges), watertight=np.asarray(bool(mesh.is_watertight)))
+    path = (folder or cache_dir()) / f"{mesh_key(mesh)}.npz"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError as error:  # a read-only or full cache folder costs the next start the analysis, nothing else
+        print(f"[rlforge] mesh topology not kept ({error})")
+        return None
+    return path
+
+
+class TopologyCache:
+    """Fills in kept topology before Newton finalizes the model, and keeps what it computed after."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.loaded = 0
+        self.saved = 0
+        self._missed: list[Any] = []
+
+    def before_finalize(self, builder: Any) -> None:
+        """Load the kept topology of ``builder``'s large meshes; remember the others."""
+        for mesh in large_meshes(builder):
+            if not supported(mesh):
+                return
+            if load(mesh, self.folder):
+                self.loaded += 1
+            else:
+                self._missed.append(mesh)
+
+    def after_finalize(self) -> None:
+        """Keep the topology Newton computed for the meshes that had none kept."""
+        missed, self._missed = self._missed, []
+        for mesh in missed:
+            if save(mesh, self.folder) is not None:
+                self.saved += 1
+
+    def describe(self) -> str:
+        return f"[rlforge] mesh topology: {self.loaded} large mesh(es) from the cache, {self.saved} kept for next time"
+
+
+def install(folder: Path | None = None) -> TopologyCache:
+    """Register the cache with Isaac Lab's Newton manager for the next model it finalizes."""
+    from isaaclab.physics import PhysicsEvent
+    from isaaclab.sim import SimulationContext
+    from isaaclab_newton.physics import NewtonManager
+    from isaaclab_newton.physics.newton_manager_cfg import NewtonBuilderCfg
+
+    cache = TopologyCache(folder)
+
+    def before(_payload: Any = None) -> None:
+        # The builder the manager finalizes: the simulation's shared one for its physics settings.
+        sim = SimulationContext.instance()
+        cache.before_finalize(sim.get_or_create_backend(NewtonBuilderCfg(physics_cfg=sim.cfg.physics)))
+
+    def after(_payload: Any = None) -> None:
+        cache.after_finalize()
+
+    # Run last among MODEL_INIT callbacks (after any that add shapes), and first when physics is ready.
+    cache._handles = [  # type: ignore[attr-defined]
+        NewtonManager.register_callback(before, PhysicsEvent.MODEL_INIT, order=1_000_000, wrap_weak_ref=False),
+        NewtonManager.register_callback(after, PhysicsEvent.PHYSICS_READY, order=-1_000_000, wrap_weak_ref=False),
+    ]
+    return cache
