@@ -38,13 +38,17 @@ class Precompiled:
     modules up in the cache)."""
 
 
+MAX_WORKERS = 16
+"""Most worker processes started by default (each imports Isaac Lab and its simulator, and holds them in memory)."""
+
+
 def default_workers(modules: int) -> int:
-    """One worker per module, leaving the training process a core; at most 8 (each imports Isaac Lab)."""
+    """One worker per module, leaving the training process a core; at most :data:`MAX_WORKERS`."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    return max(1, min(cores - 1, 8, modules))
+    return max(1, min(cores - 1, MAX_WORKERS, modules))
 
 
 def _launch_block_dim(module, device) -> int:
@@ -121,7 +125,7 @@ class Precompiler:
         target = wp.get_device(device)
         self.cached: dict[str, str] = {}
         self.missing: list[str] = []
-        todo = []
+        todo: list[tuple[int, str]] = []
         for name in names:
             module = _import_warp_module(name)
             if module is None:
@@ -134,17 +138,20 @@ class Precompiler:
             if os.path.isfile(os.path.join(wp.config.kernel_cache_dir, identifier, f"{identifier}.meta")):
                 self.cached[name] = module.get_module_hash(block_dim).hex()
             else:
-                todo.append(name)
-        self.workers = min(workers or default_workers(len(todo)), len(todo))
+                todo.append((len(module.kernels), name))
+        # Largest first (by kernel count, a proxy for build time): with fewer workers than modules, the longest
+        # builds start at once instead of after the short ones, which shortens the wait for the last one.
+        self.order = [name for _, name in sorted(todo, key=lambda item: -item[0])]
+        self.workers = min(workers or default_workers(len(self.order)), len(self.order))
         self.checked = time.perf_counter() - self.started
         self._pool = None
         self._futures = []
-        if todo:
+        if self.order:
             # Spawned, not forked: the training process already holds CUDA and threads.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             cache_dir = wp.config.kernel_cache_dir
             options = build_options()
-            self._futures = [self._pool.submit(build_one, name, device, cache_dir, options) for name in todo]
+            self._futures = [self._pool.submit(build_one, name, device, cache_dir, options) for name in self.order]
 
     def result(self) -> Precompiled:
         """Wait for every worker, then shut them down."""

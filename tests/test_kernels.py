@@ -136,7 +136,13 @@ def test_generic_kernels_are_not_named_ahead(modules):
 
 def test_default_workers_leave_a_core_and_never_exceed_the_modules():
     assert kernels.default_workers(1) == 1
-    assert 1 <= kernels.default_workers(100) <= 8
+    assert 1 <= kernels.default_workers(100) <= kernels.MAX_WORKERS
+
+
+def test_modules_with_more_kernels_are_built_first(modules):
+    started = kernels.Precompiler([modules["broken"], modules["plain"]], "cpu", workers=1)
+    started.close()
+    assert started.order == [modules["plain"], modules["broken"]], "two kernels before one"
 
 
 def test_close_stops_workers_before_their_modules_start(modules):
