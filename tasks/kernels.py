@@ -38,7 +38,7 @@ class Precompiled:
     modules up in the cache)."""
 
 
-MAX_WORKERS = 16
+MAX_WORKERS = 8
 """Most worker processes started by default (each imports Isaac Lab and its simulator, and holds them in memory)."""
 
 
