@@ -46,12 +46,13 @@ class StageTimer:
         """Replace ``owner.attribute`` (a bound method) with a timed call; nested timed calls count in the outer."""
         setattr(owner, attribute, self.timed(getattr(owner, attribute), stage))
 
-    def timed(self, inner: Callable, stage: str) -> Callable:
-        """``inner``, timed into ``stage``."""
+    def timed(self, inner: Callable, stage: str | Callable[[dict], str]) -> Callable:
+        """``inner``, timed into ``stage`` (or into the stage named by ``stage(kwargs)`` for each call)."""
 
         def timed(*args, **kwargs):
             if not self.enabled or self._depth:
                 return inner(*args, **kwargs)
+            name = stage(kwargs) if callable(stage) else stage
             self._depth += 1
             self.synchronize()
             start = time.perf_counter()
@@ -59,8 +60,8 @@ class StageTimer:
                 return inner(*args, **kwargs)
             finally:
                 self.synchronize()
-                self.seconds[stage] += time.perf_counter() - start
-                self.calls[stage] += 1
+                self.seconds[name] += time.perf_counter() - start
+                self.calls[name] += 1
                 self._depth -= 1
 
         return timed
@@ -83,21 +84,49 @@ def instrument(timer: StageTimer, trainer) -> list[StageTimer]:
     stages = StageTimer(timer.synchronize)
     stages.seconds = timer.seconds  # same table
     stages.calls = timer.calls
-    for owner, attribute, stage in (
-        (inner.action_manager, "process_action", "env/action: process"),
-        (inner.action_manager, "apply_action", "env/action: apply"),
-        (inner.scene, "write_data_to_sim", "env/scene: write_data_to_sim"),
-        (inner.sim, "step", "env/sim: step (physics)"),
-        (inner.scene, "update", "env/scene: update (sensors)"),
-        (inner.termination_manager, "compute", "env/terminations"),
-        (inner.reward_manager, "compute", "env/rewards"),
-        (inner, "_reset_idx", "env/reset"),
-        (inner.command_manager, "compute", "env/commands"),
-        (inner.event_manager, "apply", "env/events"),
-        (inner.observation_manager, "compute", "env/observations"),
-    ):
+    switch = getattr(inner, "_manager_call_switch", None)
+    if switch is not None:
+        # Isaac Lab's Warp frontend runs each manager stage through its call switch, which replays a CUDA graph
+        # captured at the stage's first call: a wrapped manager method would not be called again. The switch's
+        # call is timed instead, named by its stage; the manager methods it reaches are left unwrapped.
+        stages.wrap(switch, "call_stage", lambda kwargs: WARP_STAGES.get(kwargs["stage"], f"env/{kwargs['stage']}"))
+        managed = (
+            (inner.sim, "step", "env/sim: step (physics)"),
+            (inner.scene, "update", "env/scene: update (sensors)"),
+            (inner, "_reset_idx", "env/reset"),
+            (inner.command_manager, "compute", "env/commands"),
+        )
+    else:
+        managed = (
+            (inner.action_manager, "process_action", "env/action: process"),
+            (inner.action_manager, "apply_action", "env/action: apply"),
+            (inner.scene, "write_data_to_sim", "env/scene: write_data_to_sim"),
+            (inner.sim, "step", "env/sim: step (physics)"),
+            (inner.scene, "update", "env/scene: update (sensors)"),
+            (inner.termination_manager, "compute", "env/terminations"),
+            (inner.reward_manager, "compute", "env/rewards"),
+            (inner, "_reset_idx", "env/reset"),
+            (inner.command_manager, "compute", "env/commands"),
+            (inner.event_manager, "apply", "env/events"),
+            (inner.observation_manager, "compute", "env/observations"),
+        )
+    for owner, attribute, stage in managed:
         stages.wrap(owner, attribute, stage)
     return [timer, stages]
+
+
+WARP_STAGES = {
+    "ActionManager_process_action": "env/action: process",
+    "ActionManager_apply_action": "env/action: apply",
+    "Scene_write_data_to_sim": "env/scene: write_data_to_sim",
+    "TerminationManager_compute": "env/terminations",
+    "RewardManager_compute": "env/rewards",
+    "EventManager_apply_interval": "env/events",
+    "ObservationManager_compute_no_history": "env/observations",
+    "ObservationManager_compute_update_history": "env/observations",
+}
+"""Stages of Isaac Lab's Warp frontend, by its call switch's names, under the names the torch frontend's have here
+(so the two tables compare row by row); a stage not listed keeps its own name."""
 
 
 def python_profile(trainer, obs) -> tuple[Any, str]:

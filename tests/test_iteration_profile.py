@@ -1,0 +1,118 @@
+"""scripts/profile_iteration.py times the env step's stages under both frontends, by the same stage names."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.iteration_profile import StageTimer, instrument
+from rlforge_testing import run_train
+
+ENV_STAGES = (
+    "env/action: process",
+    "env/action: apply",
+    "env/scene: write_data_to_sim",
+    "env/sim: step (physics)",
+    "env/scene: update (sensors)",
+    "env/terminations",
+    "env/rewards",
+    "env/commands",
+    "env/events",
+    "env/observations",
+)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("frontend", "device"),
+    [("torch", "cpu"), ("warp", "cpu"), pytest.param("warp", "cuda", marks=CUDA)],
+)
+def test_each_env_stage_is_timed_once_per_step_or_physics_step(frontend, device, tmp_path):
+    """On a GPU the Warp frontend replays its stages as captured CUDA graphs; each is still timed at every call."""
+    out = tmp_path / "profile.json"
+    result = run_train(
+        [
+            "task=h1_flat",
+            f"device={device}",
+            "task.num_envs=4",
+            f"task.frontend={frontend}",
+            "algo.num_steps_per_env=4",
+            "--iterations",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        script="scripts/profile_iteration.py",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    profile = json.loads(out.read_text())
+    calls = profile["stage_calls_per_iteration"]
+    assert set(ENV_STAGES) <= set(calls), f"missing: {set(ENV_STAGES) - set(calls)}"
+    # h1_flat steps physics 4 times an env step (decimation 4): 4 env steps, 16 physics steps per iteration.
+    per_physics_step = {
+        "env/action: apply",
+        "env/scene: write_data_to_sim",
+        "env/sim: step (physics)",
+        "env/scene: update (sensors)",
+    }
+    for stage in ENV_STAGES:
+        assert calls[stage] == (16 if stage in per_physics_step else 4), (stage, calls[stage])
+    assert not [name for name in calls if name.startswith("env/") and name not in (*ENV_STAGES, "env/reset")]
+    seconds = profile["stages_s_per_iteration"]
+    assert seconds["env/sim: step (physics)"] > 0 and seconds["env: step (whole)"] >= seconds["env/sim: step (physics)"]
+
+
+class ReplayingSwitch:
+    """Stands in for Isaac Lab's manager call switch in its captured mode, which needs a CUDA device: the first
+    call of a stage runs its function (the capture), later calls replay without calling it."""
+
+    def __init__(self) -> None:
+        self.captured: set[str] = set()
+
+    def call_stage(self, *, stage: str, warp_call: dict):
+        if stage not in self.captured:
+            self.captured.add(stage)
+            return warp_call["fn"]()
+        return None  # replayed: the Python function is not called
+
+
+def test_warp_stages_are_timed_at_the_switch_where_replays_skip_the_manager_methods():
+    from types import SimpleNamespace
+
+    def method():
+        return None
+
+    inner = SimpleNamespace(
+        _manager_call_switch=ReplayingSwitch(),
+        action_manager=SimpleNamespace(process_action=method),
+        reward_manager=SimpleNamespace(compute=method),
+        sim=SimpleNamespace(step=method),
+        scene=SimpleNamespace(update=method),
+        command_manager=SimpleNamespace(compute=method),
+        _reset_idx=method,
+    )
+    env = SimpleNamespace(step=method, unwrapped=inner)
+    trainer = SimpleNamespace(
+        _policy_step=lambda obs: method,
+        alg=SimpleNamespace(process_env_step=method, compute_returns=method),
+        logger=SimpleNamespace(process_env_step=method),
+        _update=method,
+        env=env,
+    )
+    timer = StageTimer(lambda: None)
+    timers = instrument(timer, trainer)
+    for each in timers:
+        each.enabled = True
+    switch = inner._manager_call_switch
+    for _ in range(3):
+        switch.call_stage(stage="RewardManager_compute", warp_call={"fn": inner.reward_manager.compute})
+        switch.call_stage(stage="Custom_stage", warp_call={"fn": inner.action_manager.process_action})
+    assert timer.calls["env/rewards"] == 3, "replayed calls are timed too"
+    assert timer.calls["env/Custom_stage"] == 3, "an unknown stage keeps its own name"
