@@ -2,8 +2,16 @@
 
     python scripts/benchmark.py --quick                       # CPU, 16 envs, a few iterations: minutes
     python scripts/benchmark.py --device cuda --num-envs 4096 --iterations 20 --out bench.json
-    python scripts/benchmark.py --learning                    # CPU: mean-reward curves, 3 seeds of each trainer
+    python scripts/benchmark.py --learning                    # CPU: learning curves, 3 seeds of each trainer
     python scripts/benchmark.py --device cuda --num-envs 4096 --task h1_flat --frontend warp   # both on Warp
+
+    # learning on two GPUs: one trainer per GPU (same settings, 2 seeds each), then one report of both
+    LEARN="--learning --device cuda --num-envs 4096 --iterations 300 --seeds 0 1 --timeout 7200"
+    LEARN="$LEARN --terrain-rows 10 --terrain-cols 20"        # the task's terrain (--learning's default is 4 x 4)
+    CUDA_VISIBLE_DEVICES=0 python scripts/benchmark.py $LEARN --trainers ours --out learn-ours.json &
+    CUDA_VISIBLE_DEVICES=1 python scripts/benchmark.py $LEARN --trainers isaaclab --out learn-isaaclab.json &
+    wait
+    python scripts/benchmark.py --merge learn-ours.json learn-isaaclab.json --out learning.json
 
 ``--task`` picks our task (``h1_rough``, ``h1_flat``); Isaac Lab's trainer runs the Isaac Lab task it starts from, on
 our ground plane where the task is flat, and ours gets the network widths of Isaac Lab's rsl-rl settings for it. ``--frontend``
@@ -26,6 +34,12 @@ it streams, each line stamped on arrival, so one parser measures both:
 The ratios ours / Isaac Lab's follow, and everything is written as JSON (``--out``). ``--trainers`` and
 ``--phases`` run a part (e.g. one trainer per call on a machine that limits a call's length), and ``--merge``
 joins such JSON files into one report.
+
+``--learning`` runs each trainer of ``--trainers`` once per seed of ``--seeds``, one run after another, and compares
+three curves of rsl-rl's block: ``Mean reward``, ``Mean episode length`` and, for a task with a terrain curriculum,
+``Curriculum/terrain_levels``. For each, our mean over seeds at an iteration is judged against the band (min..max)
+of Isaac Lab's seeds there. A report of one trainer holds its curves only; ``--merge`` joins learning reports of
+the same settings (seeds aside) and compares them. Timing and learning reports are not merged together.
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.learning import format_learning, run_learning
+from bench.learning import format_learning, is_learning_report, merge_learning_reports, run_learning
 from bench.machine import machine_info
 from bench.report import PHASES, build_report, format_table, merge_reports
 from bench.trainer_runs import run_trainer
@@ -66,6 +80,22 @@ def run_benchmark(
     return build_report(results, asdict(settings), machine_info(settings.device))
 
 
+def merge_report_files(paths: list[Path]) -> dict[str, Any]:
+    """The report joining the JSON reports at ``paths``: all timing reports or all learning reports.
+
+    Raises:
+        ValueError: timing and learning reports are mixed, or the reports cannot be merged (different settings)."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    learning = [str(path) for path, report in zip(paths, reports, strict=True) if is_learning_report(report)]
+    timing = [str(path) for path, report in zip(paths, reports, strict=True) if not is_learning_report(report)]
+    if learning and timing:
+        raise ValueError(
+            "cannot merge timing reports with learning reports: "
+            f"learning: {', '.join(learning)}; timing: {', '.join(timing)}"
+        )
+    return merge_learning_reports(reports) if learning else merge_reports(reports)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line's options, with the sizes of ``--quick`` and ``--learning`` filled in."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--learning",
         action="store_true",
-        help="compare mean reward curves over --seeds instead of timing (CPU by default)",
+        help="compare learning curves (mean reward, episode length, terrain level) over --seeds of --trainers "
+        "instead of timing (CPU by default)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda where nvidia-smi is, else cpu)")
     parser.add_argument("--num-envs", type=int, default=None)
@@ -128,11 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     """The command line: merge reports, compare learning, or time both trainers; print and write the report."""
     args = parse_args(argv)
     if args.merge:
-        report = merge_reports([json.loads(path.read_text()) for path in args.merge])
-        print(format_table(report))
+        try:
+            report = merge_report_files(args.merge)
+        except ValueError as error:
+            raise SystemExit(f"[benchmark] {error}") from None
+        print(format_learning(report) if is_learning_report(report) else format_table(report))
         if args.out:
             args.out.write_text(json.dumps(report, indent=2))
         return 0
+    trainers = [t for t in args.trainers.split(",") if t]
+    unknown = [t for t in trainers if t not in TRAINERS]
+    if unknown or not trainers:
+        raise SystemExit(f"--trainers must be a comma-separated subset of {','.join(TRAINERS)}, not {args.trainers!r}")
     settings = Settings(
         device=args.device,
         num_envs=args.num_envs,
@@ -148,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         isaaclab_frontend=args.isaaclab_frontend,
         **task_settings(args.task),
     )
-    runs_isaaclab = args.learning or "isaaclab" in args.trainers.split(",")
-    if runs_isaaclab and settings.isaaclab_frontend == "warp":
+    if "isaaclab" in trainers and settings.isaaclab_frontend == "warp":
         refusal = isaaclab_warp_refusal(settings.isaaclab_task)
         if refusal:
             raise SystemExit(
@@ -166,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = (args.workdir or Path(tmp)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         if args.learning:
-            report = run_learning(settings, workdir, seeds=args.seeds, timeout_s=args.timeout)
+            report = run_learning(settings, workdir, seeds=args.seeds, timeout_s=args.timeout, trainers=trainers)
             print(format_learning(report))
         else:
             report = run_benchmark(
                 settings,
                 workdir,
-                trainers=[t for t in args.trainers.split(",") if t],
+                trainers=trainers,
                 phases=tuple(p for p in args.phases.split(",") if p),
                 timeout_s=args.timeout,
                 cache_dir=args.warp_cache,
