@@ -103,3 +103,23 @@ def wait_for(condition, what: str, timeout: float = 120, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def rsl_rl_logger(tmp_path, num_envs: int):
+    """rsl-rl's real logger writing TensorBoard files under ``tmp_path``."""
+    from rsl_rl.utils.logger import Logger
+
+    cfg = {"num_steps_per_env": 24, "logger": "tensorboard", "algorithm": {}, "run_name": ""}
+    logger = Logger(
+        log_dir=str(tmp_path),
+        cfg=cfg,
+        env_cfg={},
+        num_envs=num_envs,
+        is_distributed=False,
+        gpu_world_size=1,
+        gpu_global_rank=0,
+        device="cpu",
+    )
+    logger.git_status_repos = []
+    logger.init_logging_writer()
+    return logger

@@ -7,31 +7,13 @@ import json
 
 import pytest
 import torch
-from rsl_rl.utils.logger import Logger
 
 from bench.benchmark import parse_args
 from bench.learning import learning_comparison
 from bench.logparse import parse_iterations, summarize_run
 from bench.report import build_report, format_table, merge_reports, validate_report
 from bench.trainers import ISAACLAB_TASK, Settings, command_for
-
-
-def rsl_rl_logger(tmp_path, num_envs: int) -> Logger:
-    """rsl-rl's real logger writing TensorBoard files under ``tmp_path``."""
-    cfg = {"num_steps_per_env": 24, "logger": "tensorboard", "algorithm": {}, "run_name": ""}
-    logger = Logger(
-        log_dir=str(tmp_path),
-        cfg=cfg,
-        env_cfg={},
-        num_envs=num_envs,
-        is_distributed=False,
-        gpu_world_size=1,
-        gpu_global_rank=0,
-        device="cpu",
-    )
-    logger.git_status_repos = []
-    logger.init_logging_writer()
-    return logger
+from rlforge_testing import rsl_rl_logger
 
 
 def printed_blocks(tmp_path, capsys, iterations: int) -> list[str]:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import torch
-from rsl_rl.utils.logger import Logger
 
 import bench.learning as learning
 from bench.benchmark import main, merge_report_files
@@ -23,6 +22,7 @@ from bench.learning import (
 from bench.logparse import parse_iterations, summarize_run
 from bench.report import build_report
 from bench.trainers import Settings
+from rlforge_testing import rsl_rl_logger
 
 SETTINGS = {"device": "cuda", "num_envs": 4096, "iterations": 4, "seed": 42, "task": "h1_rough"}
 MACHINE = {"host": "h"}
@@ -31,19 +31,7 @@ MACHINE = {"host": "h"}
 def printed_lines(tmp_path: Path, capsys, extras: list[dict[str, Any] | None]) -> list[tuple[float, str]]:
     """What rsl-rl's logger prints for one iteration per entry of ``extras`` (the episode extras the environment
     logged during it; None: no episode ended), as ``(seconds, line)`` pairs."""
-    cfg = {"num_steps_per_env": 24, "logger": "tensorboard", "algorithm": {}, "run_name": ""}
-    logger = Logger(
-        log_dir=str(tmp_path),
-        cfg=cfg,
-        env_cfg={},
-        num_envs=8,
-        is_distributed=False,
-        gpu_world_size=1,
-        gpu_global_rank=0,
-        device="cpu",
-    )
-    logger.git_status_repos = []
-    logger.init_logging_writer()
+    logger = rsl_rl_logger(tmp_path, num_envs=8)
     lines = []
     for it, logged in enumerate(extras):
         if logged is not None:
