@@ -208,8 +208,9 @@ class KernelsConfig:
     shortens the start; with a full one the workers find them built. Off: each compiles when the simulator first
     uses it, one after another."""
     workers: int = 0
-    """Worker processes; 0 is one per module, leaving the training process a core, at most 8 (each holds Isaac
-    Lab and its simulator in memory while it builds). The modules with the most kernels are started first."""
+    """Worker processes; 0 is one per module, leaving the training process a core, at most
+    ``tasks.kernels.MAX_WORKERS`` (each holds Isaac Lab and its simulator in memory while it builds). The modules with
+    the most kernels are started first."""
     backward: bool = False
     """Also generate and compile each kernel's adjoint (gradient) code. Training never differentiates through the
     simulator (PPO's gradients are PyTorch's), so it is off, which shortens every kernel build; Warp fixes the
