@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print("modules:")
         print("\n".join(f"  - {name}" for name in sorted(loaded)))
         if generic:
-            print(f"# not listed, generic kernels specialised at first launch: {', '.join(sorted(generic))}")
+            print(
+                "# not listed, generic kernels specialised at first launch or kernels made at run time: "
+                + ", ".join(sorted(generic))
+            )
         return 0
     listed = list(cfg.task.kernels.modules)
     bad = [f"built again after import, drop it: {name}" for name in rebuilt_since(done, device)]

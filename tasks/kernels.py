@@ -186,15 +186,21 @@ def precompile(names: list[str], device: str, workers: int = 0) -> Precompiled:
     return Precompiler(names, device, workers).result()
 
 
+def made_at_run_time(kernel) -> bool:
+    """Whether ``kernel`` was made by a function call (a factory's closure), not defined when its module imports."""
+    return "<locals>" in getattr(kernel.func, "__qualname__", "")
+
+
 def named_ahead(module) -> bool:
     """Whether ``module`` compiles the same ahead as at first use: it has no generic kernel (one specialised to
-    argument types when launched adds an overload, which changes the module and so its build)."""
-    return not any(kernel.is_generic for kernel in module.kernels.values())
+    argument types when launched adds an overload) and no kernel made at run time (a factory's closure, added
+    after import); either changes the module after import, and so its build."""
+    return not any(kernel.is_generic or made_at_run_time(kernel) for kernel in module.kernels.values())
 
 
 def loaded_modules(device: str) -> tuple[list[str], list[str]]:
     """The Warp modules loaded on ``device`` so far that belong to an importable Python module: (those that can be
-    compiled ahead, those that cannot because they hold generic kernels)."""
+    compiled ahead, those that cannot because they hold generic kernels or kernels made at run time)."""
     import sys
 
     import warp as wp

@@ -108,6 +108,10 @@ def test_module_changed_after_import_is_reported_as_rebuilt(modules):
     wp.launch(shift, dim=1, inputs=[array], device="cpu")
     assert array.numpy().tolist() == [2.0]
     assert kernels.rebuilt_since(done, "cpu") == [modules["plain"]]
+    # Listing the modules a run loaded no longer suggests it: its build changes after import.
+    assert not kernels.named_ahead(wp.get_module(modules["plain"]))
+    ahead, other = kernels.loaded_modules("cpu")
+    assert modules["plain"] in other and modules["plain"] not in ahead
 
 
 def test_missing_and_broken_modules_are_reported_and_left_to_first_use(modules):

@@ -247,3 +247,4 @@ def test_h1_rough_kernel_list_builds_ahead_and_is_used(tmp_path):
     )
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     assert re.search(r"(\d+) of \1 listed modules built ahead", checked.stdout), checked.stdout[-3000:]
+    assert "loaded, not listed" not in checked.stdout, "the list lacks a module the run compiled at first use"
