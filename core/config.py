@@ -222,6 +222,9 @@ class KernelsConfig:
     modules: list[str] = field(default_factory=list)
     """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
     a run loads; names that do not import are skipped."""
+    warp_frontend_modules: list[str] = field(default_factory=list)
+    """Built ahead as well when ``task.frontend=warp``: the modules of Isaac Lab's Warp managers and terms. ``python
+    scripts/warp_modules.py task=NAME task.frontend=warp`` lists those a run loads beyond ``modules``."""
 
 
 @dataclass

@@ -3,11 +3,13 @@
     python scripts/warp_modules.py task=h1_rough task.num_envs=16 --iterations 2          # CPU
     python scripts/warp_modules.py task=h1_rough device=cuda task.num_envs=4096            # GPU
     python scripts/warp_modules.py task=h1_rough task.num_envs=16 --check                  # compare with the config
+    python scripts/warp_modules.py task=h1_rough task.frontend=warp task.num_envs=16       # the Warp frontend's
 
 Arguments that contain ``=`` are Hydra overrides of ``conf/train.yaml``. It builds the environment and trainer as
 ``train.py`` does, with nothing compiled ahead, runs a few iterations, then prints the modules that were loaded and
 that can be named ahead (those of importable Python modules) as a YAML list to paste under ``kernels.modules`` in
-the task's config. ``--check`` instead builds the listed modules ahead, as ``train.py`` does, and checks that each
+the task's config (with ``task.frontend=warp``: those beyond ``kernels.modules``, for ``kernels.warp_frontend_modules``).
+``--check`` instead builds the listed modules ahead, as ``train.py`` does, and checks that each
 build is the one the simulator ran (by module hash); it exits with 1 if one was built again, failed to build ahead or
 was not found, and also names the loaded modules the list lacks.
 """
@@ -38,6 +40,7 @@ def run_training(overrides: list[str], iterations: int, ahead: bool):
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: list the loaded modules, or with ``--check`` check the task's list; the exit code."""
+    from tasks.isaaclab_env import modules_built_ahead
     from tasks.kernels import loaded_modules, rebuilt_since
 
     argv = sys.argv[1:] if argv is None else argv
@@ -49,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device, done = run_training(overrides, args.iterations, ahead=args.check)
     loaded, generic = loaded_modules(device)
     if not args.check:
-        print("modules:")
+        if cfg.task.frontend == "warp":  # what the Warp frontend adds to the task's own list
+            print("warp_frontend_modules:")
+            loaded = [name for name in loaded if name not in cfg.task.kernels.modules]
+        else:
+            print("modules:")
         print("\n".join(f"  - {name}" for name in sorted(loaded)))
         if generic:
             print(
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 + ", ".join(sorted(generic))
             )
         return 0
-    listed = list(cfg.task.kernels.modules)
+    listed = modules_built_ahead(cfg.task)
     bad = [f"built again after import, drop it: {name}" for name in rebuilt_since(done, device)]
     bad += [f"did not build ahead, drop it: {error}" for error in done.failed]
     bad += [f"not found: {name}" for name in done.missing]

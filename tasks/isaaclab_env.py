@@ -299,15 +299,22 @@ def _keep_mesh_topology(task: DictConfig):
     return install()
 
 
+def modules_built_ahead(task: DictConfig) -> list[str]:
+    """The Warp modules a run of ``task`` builds ahead: the task's, and its Warp frontend's when that runs."""
+    extra = list(task.kernels.warp_frontend_modules) if task.frontend == "warp" else []
+    return list(task.kernels.modules) + [name for name in extra if name not in task.kernels.modules]
+
+
 def _start_precompile(task: DictConfig, device: str):
     """Start building the task's named Warp modules in worker processes (one set per machine: local rank 0)."""
     from core.distributed import dist_info
 
-    if not (task.kernels.precompile and task.kernels.modules) or dist_info().local_rank != 0:
+    names = modules_built_ahead(task)
+    if not (task.kernels.precompile and names) or dist_info().local_rank != 0:
         return None
     from tasks.kernels import Precompiler
 
-    return Precompiler(list(task.kernels.modules), device, int(task.kernels.workers))
+    return Precompiler(names, device, int(task.kernels.workers))
 
 
 def _report(done):

@@ -163,3 +163,16 @@ def test_h1_tasks_list_their_kernels_and_can_turn_precompile_off(compose_cfg):
     assert "isaaclab.sensors.ray_caster.kernels" not in flat
     assert not compose_cfg(["task=h1_rough", "task.kernels.precompile=false"]).task.kernels.precompile
     assert compose_cfg(["task=toy"]).task.kernels.modules == []
+
+
+def test_the_warp_frontends_modules_are_built_ahead_only_when_it_runs(compose_cfg):
+    from tasks.isaaclab_env import modules_built_ahead
+
+    torch_task = compose_cfg(["task=h1_rough"]).task
+    warp_task = compose_cfg(["task=h1_rough", "task.frontend=warp"]).task
+    extra = list(warp_task.kernels.warp_frontend_modules)
+    assert "isaaclab_experimental.managers.reward_manager" in extra and "tasks.warp_terms" in extra
+    assert modules_built_ahead(torch_task) == list(torch_task.kernels.modules)
+    assert modules_built_ahead(warp_task) == list(warp_task.kernels.modules) + extra
+    flat = compose_cfg(["task=h1_flat"]).task.kernels.warp_frontend_modules
+    assert "tasks.warp_terms" not in flat, "h1_flat has no height scan of ours"

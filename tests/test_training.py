@@ -236,9 +236,12 @@ def test_two_ranks_on_cpu_with_gloo_rank0_writes(toy_args, tmp_path):
 
 
 @pytest.mark.slow
-def test_h1_rough_kernel_list_builds_ahead_and_is_used(tmp_path):
-    """Every module ``task.kernels.modules`` lists builds ahead, and that build is the one the simulator runs."""
+@pytest.mark.parametrize("frontend", ["torch", "warp"])
+def test_h1_rough_kernel_list_builds_ahead_and_is_used(frontend, tmp_path):
+    """Every module the task lists for the frontend builds ahead, that build is the one the simulator runs, and no
+    module the run loads is missing from the list."""
     args = ["task=h1_rough", "device=cpu", "task.num_envs=8", "task.terrain.num_rows=2", "task.terrain.num_cols=2"]
+    args.append(f"task.frontend={frontend}")
     checked = run_train(
         [*args, "algo.num_steps_per_env=8", "--check", "--iterations", "1"],
         cwd=tmp_path,
