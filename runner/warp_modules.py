@@ -4,6 +4,7 @@
     python scripts/warp_modules.py task=h1_rough device=cuda task.num_envs=4096            # GPU
     python scripts/warp_modules.py task=h1_rough task.num_envs=16 --check                  # compare with the config
     python scripts/warp_modules.py task=h1_rough task.frontend=warp task.num_envs=16       # the Warp frontend's
+    WARP_CACHE_PATH=$(mktemp -d) python scripts/warp_modules.py task=h1_rough --check --timings   # what a cold start builds
 
 Arguments that contain ``=`` are Hydra overrides of ``conf/train.yaml``. It builds the environment and trainer as
 ``train.py`` does, with nothing compiled ahead, runs a few iterations, then prints the modules that were loaded and
@@ -18,23 +19,86 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from runner.compose import compose_config
 from runner.loop import build, one_iteration
 
 
-def run_training(overrides: list[str], iterations: int, ahead: bool):
+class LoadTimes:
+    """Every Warp module load that takes longer than ``threshold_s`` (a build, or a binary read from the cache), with
+    the phase of the run it fell in: what a start pays for each module, and which modules are built more than once
+    (a generic kernel specialised anew changes its module, which is then built again)."""
+
+    def __init__(self, threshold_s: float = 0.05) -> None:
+        self.threshold_s = threshold_s
+        self.phase = "start-up"
+        self.rows: list[tuple[str, str, float]] = []
+        self._original = None
+
+    def install(self) -> None:
+        """Time ``warp``'s ``Module.load`` from now on (every launch passes through it; a loaded module returns at
+        once)."""
+        from warp._src.context import Module
+
+        original = self._original = Module.load
+        times = self
+
+        def load(module, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(module, *args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - start
+                if seconds >= times.threshold_s:
+                    times.rows.append((times.phase, module.name, seconds))
+
+        Module.load = load
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            from warp._src.context import Module
+
+            Module.load = self._original
+            self._original = None
+
+    def table(self) -> str:
+        """The loads, longest first, and each phase's total."""
+        counts: dict[str, int] = {}
+        for _, name, _ in self.rows:
+            counts[name] = counts.get(name, 0) + 1
+        lines = [f"{'phase':<12} {'s':>7}  module"]
+        for phase, name, seconds in sorted(self.rows, key=lambda row: -row[2]):
+            again = f"  (one of {counts[name]} slow loads of it)" if counts[name] > 1 else ""
+            lines.append(f"{phase:<12} {seconds:>7.2f}  {name}{again}")
+        totals: dict[str, float] = {}
+        for phase, _, seconds in self.rows:
+            totals[phase] = totals.get(phase, 0.0) + seconds
+        lines.append("total: " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in totals.items()))
+        return "\n".join(lines)
+
+
+def run_training(overrides: list[str], iterations: int, ahead: bool, times: LoadTimes | None = None):
     """Build as ``train.py`` does (compiling ``task.kernels.modules`` ahead or not), train ``iterations``
-    iterations; returns (composed config, device, what was compiled ahead or None)."""
+    iterations (timing Warp's module loads into ``times`` if given); returns (composed config, device, what was
+    compiled ahead or None)."""
     cfg = compose_config([*overrides, f"task.kernels.precompile={str(ahead).lower()}"])
-    handle, trainer, device = build(cfg)
+    if times is not None:
+        times.install()
     try:
-        trainer.alg.train_mode()
-        obs = trainer.env.get_observations().to(trainer.device)
-        for _ in range(iterations):
-            obs = one_iteration(trainer, obs)
+        handle, trainer, device = build(cfg)
+        try:
+            trainer.alg.train_mode()
+            obs = trainer.env.get_observations().to(trainer.device)
+            for iteration in range(iterations):
+                if times is not None:
+                    times.phase = f"iteration {iteration}"
+                obs = one_iteration(trainer, obs)
+        finally:
+            handle.close()
     finally:
-        handle.close()
+        if times is not None:
+            times.uninstall()
     return cfg, device, handle.info.get("precompiled")
 
 
@@ -47,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--iterations", type=int, default=2, help="training iterations to run (default 2)")
     parser.add_argument("--check", action="store_true", help="compile the listed modules ahead and check them")
+    parser.add_argument(
+        "--timings", action="store_true", help="also print each slow Warp module load (a build) and when it came"
+    )
     args = parser.parse_args([a for a in argv if "=" not in a or a.startswith("--")])
     overrides = [a for a in argv if "=" in a and not a.startswith("--")]
-    cfg, device, done = run_training(overrides, args.iterations, ahead=args.check)
+    times = LoadTimes() if args.timings else None
+    cfg, device, done = run_training(overrides, args.iterations, ahead=args.check, times=times)
+    if times is not None:
+        print(times.table())
     loaded, generic = loaded_modules(device)
     if not args.check:
         if cfg.task.frontend == "warp":  # what the Warp frontend adds to the task's own list

@@ -176,3 +176,26 @@ def test_the_warp_frontends_modules_are_built_ahead_only_when_it_runs(compose_cf
     assert modules_built_ahead(warp_task) == list(warp_task.kernels.modules) + extra
     flat = compose_cfg(["task=h1_flat"]).task.kernels.warp_frontend_modules
     assert "tasks.warp_terms" not in flat, "h1_flat has no height scan of ours"
+
+
+def test_load_times_record_each_build_in_the_phase_it_fell_in(modules):
+    from warp._src.context import Module
+
+    from runner.warp_modules import LoadTimes
+
+    importlib.import_module(modules["plain"])
+    importlib.import_module(modules["generic"])
+    original = Module.load
+    times = LoadTimes(threshold_s=0.0)
+    times.install()
+    try:
+        _run(modules["plain"], "double", [1.0])
+        times.phase = "iteration 0"
+        assert _run(modules["generic"], "fill", [0.0], 2.0) == [2.0]
+        _run(modules["plain"], "double", [1.0])  # loaded: recorded only because the threshold is 0
+    finally:
+        times.uninstall()
+    assert Module.load is original
+    phases = {(phase, name) for phase, name, _ in times.rows}
+    assert ("start-up", modules["plain"]) in phases and ("iteration 0", modules["generic"]) in phases
+    assert "2 slow loads" in times.table() and times.table().splitlines()[-1].startswith("total: start-up")
