@@ -482,6 +482,10 @@ class TrainConfig:
     """Folder of Warp's compiled-kernel cache, exported as ``WARP_CACHE_PATH`` before the environment is built;
     null keeps Warp's default (``~/.cache/warp``). Point it at storage the next run sees (a shared file system, a
     synced checkpoint folder) so that run skips kernel compilation; see docs/accounting.md."""
+    cache_dir: str | None = None
+    """Folder of this project's own caches (converted robots, generated terrains and Newton's analysis of their
+    meshes), exported as ``RLFORGE_CACHE`` before the environment is built; null keeps ``$RLFORGE_CACHE``, else
+    ``~/.cache/rlforge``. Like ``warp_cache_dir``: storage the next run sees."""
 
 
 def register_configs() -> None:

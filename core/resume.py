@@ -24,6 +24,7 @@ OPERATIONAL_KEYS = (
     "output_root",
     "experiment",
     "warp_cache_dir",
+    "cache_dir",
     "objective",
     "device",
     "task.objective",

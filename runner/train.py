@@ -310,6 +310,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
 
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
+    if cfg.cache_dir:
+        use_cache_dir(str(cfg.cache_dir))
     torch.manual_seed(seed)
     if info.is_main:
         print(f"[rlforge] building {cfg.task.name}: {cfg.task.num_envs} envs on {device}", flush=True)
@@ -461,6 +463,14 @@ def use_warp_cache(path: str) -> None:
         # sweep running its second point) is pointed at the folder directly, in the versioned layout Warp uses.
         warp.config.kernel_cache_dir = str(folder / warp.config.version)
         os.makedirs(warp.config.kernel_cache_dir, exist_ok=True)
+
+
+def use_cache_dir(path: str) -> None:
+    """Keep this project's caches (robots, terrains, their mesh analysis) under ``path``: read at each use, so it
+    applies from the next environment built in this process."""
+    folder = Path(path).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["RLFORGE_CACHE"] = str(folder)
 
 
 def print_summary(summary: dict[str, Any], metrics: list[dict[str, Any]]) -> None:

@@ -350,3 +350,27 @@ def test_the_profile_is_the_one_the_submit_host_sends_with(tmp_path, monkeypatch
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     with pytest.raises(LaunchError, match="launcher.profile"):
         open_boto_session(SageMakerSettings(profile="no-such-profile", region="us-east-1"))
+
+
+def test_hyperpod_keeps_every_cache_on_the_shared_file_system(compose_cfg):
+    cfg = compose_cfg(["launcher=hyperpod", "launcher.output_root=/fsx/alice/runs"], return_hydra_config=True)
+    assert cfg.warp_cache_dir == "/fsx/alice/runs/.warp-cache"
+    assert cfg.cache_dir == "/fsx/alice/runs/.rlforge-cache"
+    assert compose_cfg(["launcher=hyperpod", "cache_dir=/fsx/shared/rlforge"], return_hydra_config=True).cache_dir == (
+        "/fsx/shared/rlforge"
+    )
+    assert compose_cfg([]).cache_dir is None
+
+
+def test_cache_dir_moves_robots_terrains_and_mesh_analysis(tmp_path, monkeypatch):
+    from runner.train import use_cache_dir
+    from tasks import mesh_topology, terrain_cache
+    from tasks.robots.usd_writer import cache_root
+
+    monkeypatch.setenv("RLFORGE_CACHE", str(tmp_path / "elsewhere"))
+    use_cache_dir(str(tmp_path / "shared" / "cache"))
+    shared = (tmp_path / "shared" / "cache").resolve()
+    assert shared.is_dir()
+    assert cache_root() == shared / "robots"
+    assert terrain_cache.cache_dir() == shared / "terrains"
+    assert mesh_topology.cache_dir() == shared / "mesh_topology"
