@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from core.rundir import writer_tag
+
 _NAME = re.compile(r"^model_(\d+)\.pt$")
 
 
@@ -35,7 +37,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     saying so; the checkpoints already there are untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")
     import torch  # here, not at import: launchers find checkpoints with this module without loading torch
 
     try:

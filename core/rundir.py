@@ -259,9 +259,15 @@ def build_manifest(*, seed: int, device: str, launcher: str, overrides: list[str
     }
 
 
+def writer_tag() -> str:
+    """This process among all writers of a folder, a shared file system's included: its host and process id (two
+    nodes can run processes of one id)."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file so that a reader sees either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.rundir import writer_tag
+
 KEY_PACKAGES = ("warp-lang", "newton", "mujoco-warp", "isaaclab")
 """Packages whose versions decide which kernels a run builds: Warp (code generation and compilers) and the packages
 that define the simulator's kernels. Kernels of other packages' versions simply do not match and are built again."""
@@ -156,7 +158,7 @@ def cache_key(versions: Mapping[str, str], arch: str, machine: str | None = None
 def _copy_atomically(source: Path, target: Path) -> None:
     """Copy through a temporary file in the target's folder renamed into place: the target appears whole or not."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    partial = target.with_name(f".{target.name}.{writer_tag()}.{threading.get_ident()}.part")
     try:
         shutil.copyfile(source, partial)
         os.replace(partial, target)
@@ -166,7 +168,7 @@ def _copy_atomically(source: Path, target: Path) -> None:
 
 def _write_atomically(data: bytes, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    partial = target.with_name(f".{target.name}.{writer_tag()}.{threading.get_ident()}.part")
     try:
         partial.write_bytes(data)
         os.replace(partial, target)

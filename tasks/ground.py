@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.rundir import writer_tag
 from tasks.robots.usd_writer import cache_root
 
 _VERSION = "1"
@@ -19,7 +20,7 @@ def flat_ground_usd(static_friction: float = 1.0, dynamic_friction: float = 1.0)
     if out_path.is_file():
         return out_path
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_dir / f".{out_path.name}.{os.getpid()}.usda"
+    tmp_path = out_dir / f".{out_path.name}.{writer_tag()}.usda"
     stage = Usd.Stage.CreateNew(str(tmp_path))
     UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.z)
     UsdGeom.SetStageMetersPerUnit(stage, 1.0)

@@ -260,3 +260,26 @@ def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_start
     kinds = [e["event"] for e in events(run_dir)]
     assert "simulator_ready" not in kinds and kinds[-1] == "end" and events(run_dir)[-1]["how"] == "interrupted"
     assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
+
+
+def test_writers_on_two_hosts_with_one_process_id_write_through_distinct_temporary_files(tmp_path, monkeypatch):
+    """Caches on a shared file system are written by processes of several nodes, whose ids can coincide."""
+    import socket
+
+    from core import rundir
+
+    seen = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        seen.append(Path(source).name)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    for host in ("node-a", "node-b"):
+        monkeypatch.setattr(socket, "gethostname", lambda host=host: host)
+        rundir.write_bytes_atomic(tmp_path / "entry.npz", host.encode())
+    assert len(set(seen)) == 2 and all(".4242." in name for name in seen)
+    assert (tmp_path / "entry.npz").read_bytes() == b"node-b"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.npz"], "no temporary file left behind"

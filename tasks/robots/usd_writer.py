@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.rundir import writer_tag
+
 # Bumped whenever the written USD changes shape, so cached files from an older writer are rebuilt.
 WRITER_VERSION = "4"
 
@@ -96,7 +98,7 @@ def convert_to_usd(
     if out_path.is_file():
         return out_path
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_dir / f".{source.stem}.{os.getpid()}.usda"
+    tmp_path = out_dir / f".{source.stem}.{writer_tag()}.usda"
     write_usd(load_mujoco_model(source), tmp_path, strip_joint_suffix=strip_joint_suffix)
     os.replace(tmp_path, out_path)
     return out_path
