@@ -455,3 +455,6 @@ def test_real_h1_flat_task_trains_through_slurm(slurm_cluster, tmp_path):
     assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
     assert checkpoint_iterations(run["run_dir"]) == [1, 2]
     assert summary_iterations(run["run_dir"]) == 2
+    # The converted robot is kept on the shared file system, beside the kernel cache, for every node and attempt.
+    assert list((tmp_path / ".rlforge-cache" / "robots").glob("*/h1.usda")), "robot not converted into cache_dir"
+    assert (tmp_path / ".warp-cache").is_dir()
