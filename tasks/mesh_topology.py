@@ -114,12 +114,14 @@ class TopologyCache:
         self.folder = folder
         self.loaded = 0
         self.saved = 0
+        self.unsupported = False
         self._missed: list[Any] = []
 
     def before_finalize(self, builder: Any) -> None:
         """Load the kept topology of ``builder``'s large meshes; remember the others."""
         for mesh in large_meshes(builder):
             if not supported(mesh):
+                self.unsupported = True
                 return
             if load(mesh, self.folder):
                 self.loaded += 1
@@ -134,6 +136,8 @@ class TopologyCache:
                 self.saved += 1
 
     def describe(self) -> str:
+        if self.unsupported:
+            return "[rlforge] mesh topology: not kept (this Newton's meshes have no fields to fill in)"
         return f"[rlforge] mesh topology: {self.loaded} large mesh(es) from the cache, {self.saved} kept for next time"
 
 

@@ -138,3 +138,20 @@ def test_a_second_start_takes_the_terrain_topology_from_the_cache(small_threshol
             handle.close()
     np.testing.assert_array_equal(edges[0], edges[1])
     assert len(list(small_threshold.cache_dir().glob("*.npz"))) == 1
+
+
+def test_a_newton_without_the_fields_is_left_alone_and_said_so(small_threshold, terrain_arrays):
+    topology = small_threshold
+    vertices, faces = terrain_arrays
+
+    import newton
+
+    builder = newton.ModelBuilder()
+    builder.add_shape_mesh(body=-1, mesh=newton_mesh(vertices, faces))
+    mesh = builder.shape_source[0]
+    del mesh._edges  # as a Newton that keeps no edges on the mesh
+    cache = topology.TopologyCache()
+    cache.before_finalize(builder)
+    assert cache.unsupported and (cache.loaded, cache.saved) == (0, 0)
+    assert "not kept" in cache.describe()
+    assert not list(topology.cache_dir().glob("*.npz"))
