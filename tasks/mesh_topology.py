@@ -8,7 +8,7 @@ disk under ``$RLFORGE_CACHE/mesh_topology`` (default ``~/.cache/rlforge/mesh_top
 the mesh's vertices and triangles and Newton's version: before the model is finalized, a mesh whose topology
 was kept gets it back (Newton then finds it computed); after, what Newton computed for the others is saved.
 
-Only meshes of at least :data:`MIN_TRIANGLES` are kept (a robot's links cost nothing to analyse). Newton keeps
+Only meshes of at least :data:`MIN_TRIANGLES` are kept (a robot's links are small). Newton keeps
 the two results in the mesh's private ``_edges`` and ``_is_watertight`` fields, computed lazily and cleared
 whenever the geometry changes; :func:`supported` checks they exist, and a Newton without them runs as before.
 """
@@ -27,7 +27,7 @@ from core.rundir import write_bytes_atomic
 FORMAT = 1
 """Bumped when the saved layout changes."""
 MIN_TRIANGLES = 100_000
-"""Meshes with fewer triangles are left to Newton (their topology takes milliseconds)."""
+"""Meshes with fewer triangles are left to Newton (their analysis costs a small share of a start)."""
 
 
 def cache_dir() -> Path:
