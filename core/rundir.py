@@ -265,6 +265,19 @@ def writer_tag() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
+def write_npz_atomic(path: Path, arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` as one NumPy ``.npz`` file (creating its folder) that a reader sees whole or not at all;
+    raises OSError where the folder cannot take it."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write a file so that a reader sees either the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.{writer_tag()}.tmp")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter, defaultdict
 
 from runner.compose import compose_config
 from runner.loop import build, one_iteration
@@ -64,17 +65,15 @@ class LoadTimes:
 
     def table(self) -> str:
         """The loads, longest first, and each phase's total."""
-        counts: dict[str, int] = {}
-        for _, name, _ in self.rows:
-            counts[name] = counts.get(name, 0) + 1
+        counts = Counter(name for _, name, _ in self.rows)
         lines = [f"{'phase':<12} {'s':>7}  module"]
         for phase, name, seconds in sorted(self.rows, key=lambda row: -row[2]):
             again = f"  (one of {counts[name]} slow loads of it)" if counts[name] > 1 else ""
             lines.append(f"{phase:<12} {seconds:>7.2f}  {name}{again}")
-        totals: dict[str, float] = {}
+        totals: dict[str, float] = defaultdict(float)
         for phase, _, seconds in self.rows:
-            totals[phase] = totals.get(phase, 0.0) + seconds
-        lines.append("total: " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in totals.items()))
+            totals[phase] += seconds
+        lines.append("total: " + (", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in totals.items()) or "none"))
         return "\n".join(lines)
 
 
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device, done = run_training(overrides, args.iterations, ahead=args.check, times=times)
     if times is not None:
         print(times.table())
-    loaded, generic = loaded_modules(device)
+    loaded, not_nameable = loaded_modules(device)
     if not args.check:
         if cfg.task.frontend == "warp":  # what the Warp frontend adds to the task's own list
             print("warp_frontend_modules:")
@@ -128,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("modules:")
         print("\n".join(f"  - {name}" for name in sorted(loaded)))
-        if generic:
+        if not_nameable:
             print(
                 "# not listed, generic kernels specialised at first launch or kernels made at run time: "
-                + ", ".join(sorted(generic))
+                + ", ".join(sorted(not_nameable))
             )
         return 0
     listed = modules_built_ahead(cfg.task)

@@ -16,13 +16,12 @@ whenever the geometry changes; :func:`supported` checks they exist, and a Newton
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.rundir import write_bytes_atomic
+from core.rundir import write_npz_atomic
 
 FORMAT = 1
 """Bumped when the saved layout changes."""
@@ -73,9 +72,15 @@ def large_meshes(builder: Any) -> list[Any]:
     return list(seen.values())
 
 
-def load(mesh: Any, folder: Path | None = None) -> bool:
-    """Give ``mesh`` its kept topology; False when none was kept (or it is unreadable, or stale)."""
-    path = (folder or cache_dir()) / f"{mesh_key(mesh)}.npz"
+def entry_path(mesh: Any, folder: Path | None = None) -> Path:
+    """Where ``mesh``'s topology is kept: under ``folder`` (default :func:`cache_dir`), named by :func:`mesh_key`."""
+    return (folder or cache_dir()) / f"{mesh_key(mesh)}.npz"
+
+
+def load(mesh: Any, folder: Path | None = None, *, path: Path | None = None) -> bool:
+    """Give ``mesh`` its kept topology (from ``path``, default :func:`entry_path`); False when none was kept (or it is
+    unreadable, or stale)."""
+    path = path or entry_path(mesh, folder)
     if not path.is_file():
         return False
     try:
@@ -93,14 +98,12 @@ def load(mesh: Any, folder: Path | None = None) -> bool:
     return True
 
 
-def save(mesh: Any, folder: Path | None = None) -> Path | None:
-    """Keep what Newton computed for ``mesh`` (computing it if Newton has not); None if it could not be written."""
-    buffer = io.BytesIO()
-    np.savez(buffer, edges=np.asarray(mesh.edges), watertight=np.asarray(bool(mesh.is_watertight)))
-    path = (folder or cache_dir()) / f"{mesh_key(mesh)}.npz"
+def save(mesh: Any, folder: Path | None = None, *, path: Path | None = None) -> Path | None:
+    """Keep what Newton computed for ``mesh`` (computing it if Newton has not) at ``path`` (default
+    :func:`entry_path`); None if it could not be written."""
+    path = path or entry_path(mesh, folder)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, buffer.getvalue())
+        write_npz_atomic(path, {"edges": np.asarray(mesh.edges), "watertight": np.asarray(bool(mesh.is_watertight))})
     except OSError as error:  # a read-only or full cache folder costs the next start the analysis, nothing else
         print(f"[rlforge] mesh topology not kept ({error})")
         return None
@@ -115,7 +118,7 @@ class TopologyCache:
         self.loaded = 0
         self.saved = 0
         self.unsupported = False
-        self._missed: list[Any] = []
+        self._missed: list[tuple[Any, Path]] = []  # meshes without kept topology, each with where to keep it
 
     def before_finalize(self, builder: Any) -> None:
         """Load the kept topology of ``builder``'s large meshes; remember the others."""
@@ -123,16 +126,17 @@ class TopologyCache:
             if not supported(mesh):
                 self.unsupported = True
                 return
-            if load(mesh, self.folder):
+            path = entry_path(mesh, self.folder)  # one digest of the mesh for both the load and the save
+            if load(mesh, path=path):
                 self.loaded += 1
             else:
-                self._missed.append(mesh)
+                self._missed.append((mesh, path))
 
     def after_finalize(self) -> None:
         """Keep the topology Newton computed for the meshes that had none kept."""
         missed, self._missed = self._missed, []
-        for mesh in missed:
-            if save(mesh, self.folder) is not None:
+        for mesh, path in missed:
+            if save(mesh, path=path) is not None:
                 self.saved += 1
 
     def describe(self) -> str:
@@ -158,9 +162,8 @@ def install(folder: Path | None = None) -> TopologyCache:
     def after(_payload: Any = None) -> None:
         cache.after_finalize()
 
-    # Run last among MODEL_INIT callbacks (after any that add shapes), and first when physics is ready.
-    cache._handles = [  # type: ignore[attr-defined]
-        NewtonManager.register_callback(before, PhysicsEvent.MODEL_INIT, order=1_000_000, wrap_weak_ref=False),
-        NewtonManager.register_callback(after, PhysicsEvent.PHYSICS_READY, order=-1_000_000, wrap_weak_ref=False),
-    ]
+    # Run last among MODEL_INIT callbacks (after any that add shapes), and first when physics is ready. Closing the
+    # simulation clears every callback, so these end with the environment they were registered for.
+    NewtonManager.register_callback(before, PhysicsEvent.MODEL_INIT, order=1_000_000, wrap_weak_ref=False)
+    NewtonManager.register_callback(after, PhysicsEvent.PHYSICS_READY, order=-1_000_000, wrap_weak_ref=False)
     return cache

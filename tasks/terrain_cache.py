@@ -13,7 +13,6 @@ terrain continues exactly as one that generated it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 from isaaclab.terrains.terrain_generator import TerrainGenerator
 
-from core.rundir import write_bytes_atomic
+from core.rundir import write_npz_atomic
 
 FORMAT = 1
 """Bumped when the saved layout changes."""
@@ -123,10 +122,7 @@ class CachedTerrainGenerator(TerrainGenerator):
             arrays["vertex_colors"] = np.asarray(self.terrain_mesh.visual.vertex_colors)
         for name, patches in self.flat_patches.items():
             arrays[f"patch/{name}"] = patches.detach().cpu().numpy()
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(path, buffer.getvalue())
+            write_npz_atomic(path, arrays)
         except OSError as error:  # a read-only or full cache folder costs the next run the generation, nothing else
             print(f"[rlforge] terrain not cached ({error})")
