@@ -220,8 +220,9 @@ class KernelsConfig:
     which the CUDA driver compiles again in every process whose own driver cache (``~/.nv``) lacks it: a new
     container or Training Job then recompiles for tens of seconds although Warp's kernel cache is full."""
     modules: list[str] = field(default_factory=list)
-    """Python modules holding the task's Warp kernels. ``python scripts/warp_modules.py task=NAME`` lists those
-    a run loads; names that do not import are skipped."""
+    """Python modules holding the task's Warp kernels, and ``python.module:kernel`` for a kernel with a Warp module
+    of its own (``module="unique"``). ``python scripts/warp_modules.py task=NAME`` lists those a run loads; names
+    that do not import are skipped."""
     warp_frontend_modules: list[str] = field(default_factory=list)
     """Built ahead as well when ``task.frontend=warp``: the modules of Isaac Lab's Warp managers and terms. ``python
     scripts/warp_modules.py task=NAME task.frontend=warp`` lists those a run loads beyond ``modules``."""

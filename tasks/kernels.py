@@ -8,8 +8,9 @@ threads compile little faster than one after another. A module already in the ca
 start pays next to nothing.
 
 A module the simulator needs before a worker has finished it is built by the training process too (both arrive at
-the same files). Modules with generic kernels, or whose kernels are made while the simulator runs (closures
-specialised to the model), cannot be named ahead; they still compile when first used.
+the same files). A kernel declared with a Warp module of its own (``module="unique"``, named after its source hash)
+is listed as ``python.module:kernel``. Modules with generic kernels, or whose kernels are made while the simulator
+runs (closures specialised to the model), cannot be named ahead; they still compile when first used.
 """
 
 from __future__ import annotations
@@ -57,22 +58,30 @@ def _launch_block_dim(module, device) -> int:
 
 
 def _import_warp_module(name: str):
-    """The Warp module of the Python module ``name``, or None if that does not import or holds no kernels."""
+    """The Warp module named by ``name``, or None if that does not import or holds no kernels.
+
+    ``name`` is a Python module (its kernels' Warp module), or ``python.module:kernel`` for a kernel declared with
+    its own Warp module (``@wp.kernel(module="unique")``: the module is named after the kernel and its source hash,
+    which no import can name)."""
     import warp as wp
 
+    python_module, _, kernel_name = name.partition(":")
     try:
-        importlib.import_module(name)
+        imported = importlib.import_module(python_module)
     except ImportError:
         return None
-    module = wp.get_module(name)
+    if kernel_name:
+        kernel = getattr(imported, kernel_name, None)
+        return kernel.module if isinstance(kernel, wp.Kernel) else None
+    module = wp.get_module(python_module)
     return module if module.kernels else None
 
 
 def build_one(
     name: str, device: str, cache_dir: str | None = None, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Import the Python module ``name`` and build its Warp kernels for ``device`` into the kernel cache, without
-    loading them; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``.
+    """Import the Python module of ``name`` (see :func:`_import_warp_module`) and build its Warp module for ``device``
+    into the kernel cache, without loading it; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``.
 
     ``options`` are the training process's ``warp.config`` settings that decide a build (``enable_backward``,
     ``cuda_output``): a module built with others is another build, which the simulator would not use."""
@@ -198,21 +207,37 @@ def named_ahead(module) -> bool:
     return not any(kernel.is_generic or made_at_run_time(kernel) for kernel in module.kernels.values())
 
 
-def loaded_modules(device: str) -> tuple[list[str], list[str]]:
-    """The Warp modules loaded on ``device`` so far that belong to an importable Python module: (those that can be
-    compiled ahead, those that cannot because they hold generic kernels or kernels made at run time)."""
+def listed_name(module) -> str | None:
+    """The name a task's kernel list gives ``module``: its Python module's, or ``python.module:kernel`` for a kernel
+    declared with a module of its own at import (``module="unique"``); None for a module no import names (the
+    closure of a factory, made while the simulator runs)."""
     import sys
 
+    if module.name in sys.modules:
+        return module.name
+    if len(module.kernels) != 1:
+        return None
+    kernel = next(iter(module.kernels.values()))
+    python_module = sys.modules.get(getattr(kernel.func, "__module__", ""))
+    name = getattr(kernel.func, "__name__", "")
+    if python_module is None or made_at_run_time(kernel) or getattr(python_module, name, None) is not kernel:
+        return None
+    return f"{python_module.__name__}:{name}"
+
+
+def loaded_modules(device: str) -> tuple[list[str], list[str]]:
+    """The Warp modules loaded on ``device`` so far that an import names (:func:`listed_name`): (those that can be
+    compiled ahead, by that name; those that cannot because they hold generic kernels or kernels made at run time)."""
     import warp as wp
     from warp._src.context import user_modules
 
     context = wp.get_device(device).context
     loaded = [
         module
-        for name, module in user_modules.items()
-        if name in sys.modules and any(ctx == context for ctx, _ in module.execs)
+        for module in user_modules.values()
+        if listed_name(module) is not None and any(ctx == context for ctx, _ in module.execs)
     ]
-    return [m.name for m in loaded if named_ahead(m)], [m.name for m in loaded if not named_ahead(m)]
+    return [listed_name(m) for m in loaded if named_ahead(m)], [listed_name(m) for m in loaded if not named_ahead(m)]
 
 
 def rebuilt_since(done: Precompiled, device: str) -> list[str]:
@@ -224,8 +249,8 @@ def rebuilt_since(done: Precompiled, device: str) -> list[str]:
     target = wp.get_device(device)
     stale = []
     for name, digest in done.modules.items():
-        module = user_modules.get(name)
-        if module is None:
+        module = _import_warp_module(name)  # imported already: a look-up
+        if module is None or user_modules.get(module.name) is not module:
             continue
         loaded = module.execs.get((target.context, _launch_block_dim(module, target)))
         if loaded is not None and loaded.module_hash.hex() != digest:

@@ -199,3 +199,31 @@ def test_load_times_record_each_build_in_the_phase_it_fell_in(modules):
     phases = {(phase, name) for phase, name, _ in times.rows}
     assert ("start-up", modules["plain"]) in phases and ("iteration 0", modules["generic"]) in phases
     assert "2 slow loads" in times.table() and times.table().splitlines()[-1].startswith("total: start-up")
+
+
+def test_kernel_with_a_module_of_its_own_is_listed_and_built_by_its_python_module(modules, tmp_path):
+    """``module="unique"``: the Warp module is named after the kernel's source hash; the list names the kernel."""
+    # Warp shares one such module among equal sources: this test's kernel has a name of its own.
+    python_module = f"kernels_unique_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{python_module}.py").write_text(
+        "import warp as wp\n\n\n"
+        '@wp.kernel(module="unique")\n'
+        f"def negate_{python_module}(values: wp.array(dtype=float)):\n"
+        "    values[wp.tid()] = -values[wp.tid()]\n"
+    )
+    name = f"{python_module}:negate_{python_module}"
+    try:
+        done = kernels.precompile([name, f"{python_module}:no_such_kernel"], "cpu", workers=1)
+        assert list(done.modules) == [name] and done.missing == [f"{python_module}:no_such_kernel"]
+        unique = getattr(sys.modules[python_module], f"negate_{python_module}").module
+        assert unique.name != python_module and not unique.execs, "built by the worker, not loaded here"
+        built = sorted(p.name for p in (tmp_path / "warp-cache").iterdir())
+        assert len(built) == 1 and unique.name in built[0]
+
+        assert _run(python_module, f"negate_{python_module}", [1.0, -2.0]) == [-1.0, 2.0]
+        assert sorted(p.name for p in (tmp_path / "warp-cache").iterdir()) == built, "the launch compiled again"
+        assert kernels.rebuilt_since(done, "cpu") == []
+        ahead, _ = kernels.loaded_modules("cpu")
+        assert name in ahead and unique.name not in ahead
+    finally:
+        sys.modules.pop(python_module, None)
