@@ -245,6 +245,10 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
         stack.enter_context(launch_simulation(env_cfg, {"device": device}))
         from isaaclab_rl.rsl_rl import RslRlVecEnvWrapper
 
+        if task.physics == "newton_mjwarp":
+            from tasks.fan_triangulation import install as fast_fan_triangulation
+
+            fast_fan_triangulation()
         topology = _keep_mesh_topology(task)
         if task.frontend == "warp":
             from tasks.warp_frontend import build_env, captured_managers, describe
