@@ -232,12 +232,15 @@ def loaded_modules(device: str) -> tuple[list[str], list[str]]:
     from warp._src.context import user_modules
 
     context = wp.get_device(device).context
-    loaded = [
-        module
-        for module in user_modules.values()
-        if listed_name(module) is not None and any(ctx == context for ctx, _ in module.execs)
-    ]
-    return [listed_name(m) for m in loaded if named_ahead(m)], [listed_name(m) for m in loaded if not named_ahead(m)]
+    ahead: list[str] = []
+    not_ahead: list[str] = []
+    for module in user_modules.values():
+        if not any(ctx == context for ctx, _ in module.execs):
+            continue
+        name = listed_name(module)
+        if name is not None:
+            (ahead if named_ahead(module) else not_ahead).append(name)
+    return ahead, not_ahead
 
 
 def rebuilt_since(done: Precompiled, device: str) -> list[str]:
