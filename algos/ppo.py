@@ -286,6 +286,18 @@ class PPOTrainer(OnPolicyRunner):
             stats["Train/mean_episode_length"] = statistics.mean(self.logger.lenbuffer)
         return stats
 
+    def release_graphs(self) -> None:
+        """Destroy the recorded CUDA graphs of the policy step and the update; they are recorded again when needed.
+
+        Call it before leaving the process group: NCCL's communicator teardown waits until every graph that holds
+        one of its collectives (the graphed update's all-reduces) is destroyed, so ``destroy_process_group`` with
+        such a graph still alive would never return.
+        """
+        for graphed in (self._graphed_update, self._graphed_act):
+            if graphed is not None:
+                graphed.release()
+        self._graphed_act, self._graphed_update = None, None
+
     def _policy_step(self, obs) -> Callable:
         """The per-step policy call: a CUDA graph of ``alg.act`` when enabled and possible, else ``alg.act``."""
         if self.graph_policy and self._graphed_act is None:

@@ -256,6 +256,7 @@ class GraphedUpdate:
         }
         data.load(alg)
         data.idx.copy_(_permutation(alg, data)[: data.mini_batch])
+        self.graph: torch.cuda.CUDAGraph | None = None
         error: Exception | None = None
         try:
             side = torch.cuda.Stream()
@@ -289,10 +290,20 @@ class GraphedUpdate:
             if any_rank(error is not None, ranks, str(alg.device)) and error is None:
                 error = RuntimeError("the update's graph could not be recorded on another rank")
         if error is not None:
+            self.release()
             raise error
 
     def __call__(self) -> dict[str, float]:
         return _run_update(self.alg, self.data, self.graph.replay)
+
+    def release(self) -> None:
+        """Destroy the graph once the device is done with it; this object replays nothing afterwards.
+
+        NCCL tears a communicator down only after every graph holding one of its collectives is destroyed (its
+        ``ncclCommDestroy`` waits for them), so a distributed run calls this before it leaves the process group.
+        """
+        _release(self.graph)
+        self.graph = None
 
 
 def act_with(alg, obs, networks: Callable[[Any], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -361,6 +372,11 @@ class GraphedAct:
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = networks(self.static_obs)
 
+    def release(self) -> None:
+        """Destroy the graph once the device is done with it; this object replays nothing afterwards."""
+        _release(self.graph)
+        self.graph = None
+
     def networks(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
         self.static_obs.update_(obs)
         self.graph.replay()
@@ -368,6 +384,13 @@ class GraphedAct:
 
     def __call__(self, obs) -> torch.Tensor:
         return act_with(self.alg, obs, self.networks)
+
+
+def _release(graph: torch.cuda.CUDAGraph | None) -> None:
+    """Wait for the device, then destroy ``graph`` (if any) now rather than whenever it is collected."""
+    if graph is not None:
+        torch.cuda.synchronize()
+        graph.reset()
 
 
 class NanWatch:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ from core.rundir import METRICS, project_root
 
 WARM_UP_DIR = "warm-up"
 """Sub-folder of the work folder where the ``--warm-up`` run lives."""
+POINT_TIMEOUT_S = 1800.0
+"""Seconds a scaling point may run before it is stopped (``--timeout``)."""
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """Removed from a packed run's environment, so that each run trains alone even when this command runs in a job."""
 
@@ -114,20 +118,55 @@ def summarize(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_point(procs: int, settings: ScalingSettings, work: Path, warp_cache: Path) -> dict[str, Any]:
-    """Train one point in ``work`` (created if missing) and return its figures."""
+def run_point(
+    procs: int, settings: ScalingSettings, work: Path, warp_cache: Path, timeout_s: float = POINT_TIMEOUT_S
+) -> dict[str, Any]:
+    """Train one point in ``work`` (created if missing) and return its figures.
+
+    Its output goes to ``work/procs-<N>.log`` as it comes. A point still running after ``timeout_s`` is stopped with
+    every process it started, and the error says how far its iterations got."""
     work.mkdir(parents=True, exist_ok=True)
     run_dir = work / f"procs-{procs}"
+    log = work / f"procs-{procs}.log"
     env = {**os.environ, "NCCL_NVLS_ENABLE": "0", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     started = time.perf_counter()
-    result = subprocess.run(
-        point_command(procs, settings, run_dir, warp_cache), cwd=work, env=env, capture_output=True, text=True
-    )
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            point_command(procs, settings, run_dir, warp_cache),
+            cwd=work,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a timeout stops torchrun and every rank
+        )
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            done = len(_read_metrics(run_dir))
+            raise SystemExit(
+                f"error: the {procs}-process run was still running after {timeout_s:.0f} s (--timeout) with "
+                f"{done} of {settings.iterations} iterations logged"
+                + (" (it trained them all but did not exit)" if done >= settings.iterations else "")
+                + f"; its output ({log}) ended with:\n{log.read_text(errors='replace')[-4000:]}"
+            ) from None
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
     wall_s = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"error: the {procs}-process run failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    metrics = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
-    return {"procs": procs, "wall_s": wall_s, **summarize(metrics)}
+    if code != 0:
+        raise SystemExit(
+            f"error: the {procs}-process run failed; its output ({log}) ended with:\n"
+            f"{log.read_text(errors='replace')[-6000:]}"
+        )
+    return {"procs": procs, "wall_s": wall_s, **summarize(_read_metrics(run_dir))}
+
+
+def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's ``metrics.jsonl`` records (none where it wrote none)."""
+    path = run_dir / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def add_efficiency(points: list[dict[str, Any]]) -> None:
@@ -146,17 +185,30 @@ def kernel_cache(settings: ScalingSettings, work: Path, warm_up: bool) -> Path:
     return warp_cache
 
 
-def run_scaling(procs: list[int], settings: ScalingSettings, work: Path, *, warm_up: bool = False) -> list[dict]:
+def run_scaling(
+    procs: list[int],
+    settings: ScalingSettings,
+    work: Path,
+    *,
+    warm_up: bool = False,
+    timeout_s: float = POINT_TIMEOUT_S,
+    on_point: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
     """Every point, fewest processes first, sharing one kernel cache in ``work``; their figures and efficiency.
 
-    ``warm_up`` first trains one 1-process iteration (in ``work/warm-up``) so that no point pays for compilation."""
+    ``warm_up`` first trains one 1-process iteration (in ``work/warm-up``) so that no point pays for compilation.
+    ``on_point`` is given the points so far (efficiency included) after each one, so that a later point that fails
+    loses none of the earlier figures."""
     warp_cache = kernel_cache(settings, work, warm_up)
     points = []
     for count in sorted(set(procs)):
-        point = run_point(count, settings, work, warp_cache)
+        print(f"{count} process(es): training (output in {work / f'procs-{count}.log'})", flush=True)
+        point = run_point(count, settings, work, warp_cache, timeout_s)
         points.append(point)
+        add_efficiency(points)
         print(f"{count} process(es): {point['env_steps_per_s']:.0f} env-steps/s", flush=True)
-    add_efficiency(points)
+        if on_point is not None:
+            on_point(points)
     return points
 
 
@@ -296,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", action="store_true", help="compile the kernels with a 1-iteration run first")
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=POINT_TIMEOUT_S,
+        help=f"seconds a scaling point may run before it is stopped (default {POINT_TIMEOUT_S:.0f})",
+    )
     parser.add_argument("overrides", nargs="*", help="more train.py overrides for every point")
     args = parser.parse_args(argv)
 
@@ -327,20 +385,18 @@ def main(argv: list[str] | None = None) -> int:
             described = {"task": args.task, "num_envs_per_run": args.num_envs, "iterations": args.iterations}
             args.out.write_text(json.dumps({**described, "device": args.device, "packs": packs}, indent=2))
         return 0
-    points = run_scaling(args.procs, settings, work, warm_up=args.warm_up)
+    described = {
+        "task": args.task,
+        "num_envs_per_process": args.num_envs,
+        "iterations": args.iterations,
+        "device": args.device,
+    }
+
+    def write(points: list[dict]) -> None:
+        if args.out:
+            args.out.write_text(json.dumps({**described, "points": points}, indent=2))
+
+    points = run_scaling(args.procs, settings, work, warm_up=args.warm_up, timeout_s=args.timeout, on_point=write)
     print()
     print(table(points))
-    if args.out:
-        args.out.write_text(
-            json.dumps(
-                {
-                    "task": args.task,
-                    "num_envs_per_process": args.num_envs,
-                    "iterations": args.iterations,
-                    "device": args.device,
-                    "points": points,
-                },
-                indent=2,
-            )
-        )
     return 0

@@ -318,7 +318,7 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
     started = time.perf_counter()
     with _startup_output(cfg, run_dir, info.is_main):
         handle = build_env(cfg.task, device, seed, clip_actions=cfg.algo.clip_actions)
-    recorder = None
+    recorder = trainer = None
     try:
         if info.is_main:
             ledger.record("simulator_ready", num_envs=int(cfg.task.num_envs), device=device)
@@ -377,8 +377,11 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
         if recorder is not None:
             recorder.close()
         handle.close()
-        # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out.
+        # Leave the process group before the process exits, or NCCL/gloo may abort a rank on its way out; NCCL
+        # waits for every CUDA graph holding its collectives to be destroyed first, so the graphs go before.
         if info.is_distributed and torch.distributed.is_initialized():
+            if trainer is not None:
+                trainer.release_graphs()
             torch.distributed.destroy_process_group()
     return _finish(cfg, trainer, run_dir, device) if info.is_main else float("nan")
 

@@ -103,6 +103,8 @@ def _updates(out_dir: Path, device_kind: str) -> None:
         torch.manual_seed(7)
         replay()
         graphed_params = [p.detach().clone().cpu() for p in [*graphed.actor.parameters(), *graphed.critic.parameters()]]
+        replay.release()  # NCCL destroys no communicator while a graph holding its collectives lives
+    trainer.release_graphs()
 
     # The flat mean on its own: rank r's gradients are r + 1 everywhere (two shapes), their mean (W + 1) / 2.
     weights = [torch.zeros(3, 2, device=device, requires_grad=True), torch.zeros(5, device=device, requires_grad=True)]
@@ -163,7 +165,9 @@ def ranks(request, tmp_path_factory) -> tuple[str, list[dict]]:
         str(out_dir),
         request.param,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    # The checkout and the helpers go first; packages found through an existing PYTHONPATH stay found.
+    path = [str(ROOT / "tests"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     result = subprocess.run(command, cwd=out_dir, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return request.param, [torch.load(out_dir / f"rank-{rank}.pt") for rank in range(WORLD_SIZE)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -200,3 +201,46 @@ def test_pack_of_two_cpu_runs_trains_and_reports(tmp_path):
     assert first["final_mean_reward"] == pytest.approx(single["final_mean_reward"])
     assert second["final_mean_reward"] != pytest.approx(first["final_mean_reward"])
     assert "total env-steps/s" in result.stdout and "final mean reward" in result.stdout
+
+
+def test_a_point_that_does_not_exit_is_stopped_with_its_processes_and_earlier_points_are_kept(tmp_path, monkeypatch):
+    """A point still running after ``--timeout`` (here: one that logged every iteration and then hangs, as a rank
+    stuck in its process group's teardown would) is stopped together with the processes it started; the error says
+    how far it got and the 1-process point's figures are already in ``--out``."""
+    script = (
+        "import json, pathlib, subprocess, sys, time; run = pathlib.Path(sys.argv[1]); run.mkdir(parents=True);"
+        " lines = [dict(iteration=i + 1, time=time.time() + i, env_steps=128, collect_s=0.5, learn_s=0.5)"
+        " for i in range(3)];"
+        " (run / 'metrics.jsonl').write_text('\\n'.join(json.dumps(line) for line in lines));"
+        " hang = sys.argv[2] == '2';"
+        " child = subprocess.Popen(['sleep', '600']) if hang else None;"
+        " child and (run / 'child.pid').write_text(str(child.pid));"
+        " hang and time.sleep(600)"
+    )
+
+    def stand_in(procs, settings, run_dir, warp_cache):
+        return [sys.executable, "-c", script, str(run_dir), str(procs)]
+
+    monkeypatch.setattr(scaling, "point_command", stand_in)
+    work, out = tmp_path / "work", tmp_path / "scaling.json"
+    argv = ["--device", "cpu", "--task", "toy", "--procs", "1", "2", "--iterations", "3", "--timeout", "5"]
+    with pytest.raises(SystemExit) as stopped:
+        scaling.main([*argv, "--work", str(work), "--out", str(out)])
+    message = str(stopped.value)
+    assert "2-process run was still running after 5 s" in message
+    assert "3 of 3 iterations logged (it trained them all but did not exit)" in message
+    assert [p["procs"] for p in json.loads(out.read_text())["points"]] == [1]
+    child = int((work / "procs-2" / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child), "the stopped point's own child process is still running"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, stopped but not yet reaped by its new parent, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -221,3 +221,19 @@ def test_collector_is_on_again_after_a_run_that_fails_before_training(compose_cf
     with pytest.raises(RuntimeError, match="no simulator"):
         train.run(cfg)
     assert gc.isenabled()
+
+
+@needs_cuda
+def test_released_graphs_are_destroyed_and_recorded_again_when_training_goes_on(compose_cfg, tmp_path):
+    with toy_trainer(compose_cfg, tmp_path, device="cuda") as trainer:
+        _rollout(trainer)
+        trainer._update()
+        recorded = (trainer._graphed_act, trainer._graphed_update)
+        assert all(graphed is not None and graphed.graph is not None for graphed in recorded)
+        trainer.release_graphs()
+        assert all(graphed.graph is None for graphed in recorded)
+        assert (trainer._graphed_act, trainer._graphed_update) == (None, None)
+        _rollout(trainer)
+        losses = trainer._update()
+        assert trainer._graphed_act is not None and trainer._graphed_update is not None
+        assert all(torch.isfinite(torch.tensor(value)) for value in losses.values())
