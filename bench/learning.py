@@ -154,9 +154,22 @@ def is_learning_report(report: dict[str, Any]) -> bool:
     return str(report.get("schema", "")).endswith("/learning")
 
 
-def _settings_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in SEED_SETTINGS]
+TRAINER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ours": ("ours_root", "extra_ours", "ours_frontend"),
+    "isaaclab": ("extra_isaaclab", "isaaclab_frontend"),
+}
+"""Settings that only one trainer's runs use: reports are held to them only where they hold that trainer's runs
+(a report of Isaac Lab's runs alone says nothing about our frontend)."""
+
+
+def _settings_differences(a: dict[str, Any], b: dict[str, Any], ignored: set[str] = frozenset()) -> list[str]:
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in SEED_SETTINGS and k not in ignored]
     return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _unused_settings(report: dict[str, Any]) -> set[str]:
+    """The trainer-specific settings of the trainers ``report`` holds no runs of."""
+    return {key for trainer, keys in TRAINER_SETTINGS.items() if not report["runs"].get(trainer) for key in keys}
 
 
 def merge_learning_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,15 +184,20 @@ def merge_learning_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     for report in reports:
         if report.get("schema") != LEARNING_SCHEMA:
             raise ValueError(f"not a learning report: schema {report.get('schema')!r}, expected {LEARNING_SCHEMA!r}")
-    settings = reports[0]["settings"]
+    settings = dict(reports[0]["settings"])
+    unused = _unused_settings(reports[0])
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for index, report in enumerate(reports):
-        differences = _settings_differences(settings, report["settings"])
+        differences = _settings_differences(settings, report["settings"], unused | _unused_settings(report))
         if differences:
             raise ValueError(
                 f"cannot merge learning reports of different settings (report 1 vs report {index + 1}): "
                 + "; ".join(differences)
             )
+        # A trainer's own settings come from the first report that ran it.
+        for key in (unused - _unused_settings(report)) & set(report["settings"]):
+            settings[key] = report["settings"][key]
+        unused &= _unused_settings(report)
         for trainer, by_seed in report["runs"].items():
             if trainer not in TRAINERS:
                 raise ValueError(f"unknown trainer '{trainer}' in report {index + 1}")
@@ -256,6 +274,11 @@ def format_learning(report: dict[str, Any]) -> str:
         lines.append(
             f"our {METRICS[m]} lies within Isaac Lab's spread of {seeds} seeds at "
             f"{comparison['iterations_within']} of {comparison['iterations_compared']} iterations"
+        )
+    if metrics and min(len(curves.get(m, {}).get("isaaclab", {})) for m in metrics) < 2:
+        lines.append(
+            "one seed of Isaac Lab's trainer has no spread: 'in' is a match to its one curve, not a judgement; "
+            "run two seeds or more of it (--seeds) to compare within its band"
         )
     for m in METRICS:
         if m not in comparisons and curves.get(m):

@@ -243,3 +243,34 @@ def test_learning_runs_only_the_trainers_and_seeds_asked_for(tmp_path, monkeypat
     assert report["runs"]["isaaclab"][5]["command"] == ["isaaclab"]
     with pytest.raises(SystemExit, match="--trainers"):
         main(["--learning", "--trainers", "theirs"])
+
+
+def test_a_trainer_s_own_settings_bind_only_the_reports_that_ran_it():
+    """One trainer per GPU: the report of Isaac Lab's runs records our default frontend, which it never used; it
+    merges with our runs on the Warp frontend, and the merged settings name the frontend each trainer ran with.
+    Two reports of our runs with different frontends stay apart."""
+    runs = rough_runs()
+    ours = {**SETTINGS, "ours_frontend": "warp", "isaaclab_frontend": "torch"}
+    theirs = {**SETTINGS, "ours_frontend": "torch", "isaaclab_frontend": "torch"}
+    merged = merge_learning_reports(
+        [
+            build_learning_report({"isaaclab": runs["isaaclab"]}, theirs, MACHINE),
+            build_learning_report({"ours": runs["ours"]}, ours, MACHINE),
+        ]
+    )
+    assert (merged["settings"]["ours_frontend"], merged["settings"]["isaaclab_frontend"]) == ("warp", "torch")
+    assert merged["trainers"] == ["ours", "isaaclab"] and merged["comparisons"]
+
+    halves = [
+        build_learning_report({"ours": {0: runs["ours"][0]}}, ours, MACHINE),
+        build_learning_report({"ours": {1: runs["ours"][1]}}, {**ours, "ours_frontend": "torch"}, MACHINE),
+    ]
+    with pytest.raises(ValueError, match="ours_frontend: 'warp' vs 'torch'"):
+        merge_learning_reports(halves)
+
+
+def test_one_seed_of_isaac_lab_is_called_no_band():
+    runs = rough_runs()
+    one = build_learning_report({"ours": runs["ours"], "isaaclab": {1: runs["isaaclab"][1]}}, SETTINGS, MACHINE)
+    assert "one seed of Isaac Lab's trainer has no spread" in format_learning(one)
+    assert "has no spread" not in format_learning(build_learning_report(runs, SETTINGS, MACHINE))
