@@ -83,8 +83,13 @@ def auto_resume_enabled(settings: HyperPodSettings) -> bool:
 
 
 def srun_arguments(settings: HyperPodSettings, workdir: Path) -> list[str]:
-    """Arguments of the `srun` that starts the training processes (auto-resume, container, user extras)."""
-    arguments = []
+    """Arguments of the `srun` that starts the training processes (one task's end ends them all, auto-resume,
+    container, user extras, which come last and so win).
+
+    `--kill-on-bad-exit=1`: when one task exits non-zero or is killed, Slurm ends the others. A rank whose peer is
+    gone would otherwise wait for it in a collective: gloo and eager NCCL give up after their timeouts (minutes of
+    every GPU of the job), and a collective replayed from a CUDA graph (the graphed update) never does."""
+    arguments = ["--kill-on-bad-exit=1"]
     if auto_resume_enabled(settings):
         arguments.append("--auto-resume=1")
     if settings.container_image:
@@ -143,12 +148,21 @@ def efa_setup(environment: dict[str, str], devices: str = INFINIBAND_DEVICES) ->
     return lines
 
 
+FIRST_TASK_END = r"^srun: error: .*: tasks? [0-9,-]+: "
+"""srun's line for a task that ended badly (`srun: error: <node>: task 1: Exited with exit code 1`, `...: task 0:
+Killed`); the first one of an attempt names what ended the step, the later ones what `--kill-on-bad-exit` ended."""
+TASK_ERROR_EXIT = "Exited with exit code"
+"""How srun's line says that a task exited with an error status of its own rather than by a signal."""
+
+
 def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
     """Batch-script lines run after the training step: tell an out-of-memory kill apart, requeue other kills.
 
     srun exits with 128 + the signal number of a killed task. SIGKILL (a lost process, a failing node's
     cleanup) and SIGBUS (a memory hardware error) are retried when `requeue` is set; a Python error (exit 1) or a
-    crash of the code itself (SIGSEGV, SIGABRT) is not, so a bug does not loop through the queue. A step killed
+    crash of the code itself (SIGSEGV, SIGABRT) is not, so a bug does not loop through the queue. With
+    `--kill-on-bad-exit`, one rank's Python error gets the other ranks killed, and srun then reports SIGKILL: the
+    first task end srun printed in this attempt (:data:`FIRST_TASK_END`) tells which came first. A step killed
     for exceeding its memory is not retried either: the same run would run out again, each attempt after a
     queue wait. Slurm says so in accounting (step state OUT_OF_MEMORY, on clusters that keep accounting) and
     in what srun prints (:data:`OUT_OF_MEMORY_MESSAGES`); either is enough.
@@ -156,10 +170,15 @@ def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
     pattern = shlex.quote("|".join(OUT_OF_MEMORY_MESSAGES))
     lines = [
         "step_status=$?",
+        "step_output() {",
+        '  tail -c "+$((${rlforge_stderr_offset:-0} + 1))" "${rlforge_stderr:-/dev/null}" 2>/dev/null',
+        "}",
         "step_ran_out_of_memory() {",
         '  timeout 30 sacct -n -P -j "$SLURM_JOB_ID" -o State 2>/dev/null | grep -q OUT_OF_MEMORY && return 0',
-        '  tail -c "+$((${rlforge_stderr_offset:-0} + 1))" "${rlforge_stderr:-/dev/null}" 2>/dev/null \\',
-        f"    | grep -q -E {pattern}",
+        f"  step_output | grep -q -E {pattern}",
+        "}",
+        "first_task_end() {",
+        f"  step_output | grep -m 1 -E {shlex.quote(FIRST_TASK_END)}",
         "}",
         'if [ "$step_status" -eq 137 ] || [ "$step_status" -eq 135 ]; then',
         "  if step_ran_out_of_memory; then",
@@ -167,6 +186,12 @@ def killed_step_teardown(max_requeues: int, requeue: bool = True) -> list[str]:
         '      "the same run would run out again. Give it more memory (launcher.mem_per_task_gb) or make it" \\',
         '      "smaller (task.num_envs)." >&2',
         '    exit "$step_status"',
+        "  fi",
+        f"  if first_task_end | grep -q {shlex.quote(TASK_ERROR_EXIT)}; then",
+        '    echo "[hyperpod] job $SLURM_JOB_ID: a training process failed with an error ($(first_task_end |'
+        + " sed 's/^srun: error: //'))\" \\",
+        '      "and Slurm ended the others; not requeueing, the error would come back. Its log says why." >&2',
+        "    exit 1",
         "  fi",
     ]
     if requeue:

@@ -91,7 +91,8 @@ class HyperPodSettings(LauncherConfig):
     """`host_path:container_path` mounts of the container (the code and output_root must be mounted); used with
     `container_image`."""
     srun_args: list[str] = field(default_factory=list)
-    """Extra arguments of the `srun` that starts the training processes."""
+    """Extra arguments of the `srun` that starts the training processes (after the launcher's own, such as
+    `--kill-on-bad-exit=1`, so that one given here wins)."""
     sbatch_params: dict[str, Any] = field(default_factory=dict)
     """Extra `#SBATCH --key=value` lines, e.g. `{exclusive: true, constraint: a100}`."""
     auto_resume: bool | None = None

@@ -215,6 +215,92 @@ def test_killed_training_step_is_requeued_and_resumes_from_its_latest_checkpoint
     assert summary_iterations(run_dir) == 100
 
 
+def rank_process(job_id: str, rank: int) -> int:
+    """Pid of the training process of ``rank`` in the running job ``job_id`` (the task srun started there)."""
+    table = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in table.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "submitit" not in args:
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"SLURM_JOB_ID={job_id}".encode() in environ and f"SLURM_PROCID={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no training process of rank {rank} in job {job_id}:\n{table}")
+
+
+def test_a_rank_killed_on_one_node_ends_the_step_and_the_job_resumes_with_both_ranks(slurm_cluster, tmp_path):
+    """One rank dies (the OOM killer, a lost GPU): the other must not wait in a collective for it. Slurm ends the
+    whole step at once (``--kill-on-bad-exit``), the step counts as killed from outside and the job is requeued;
+    it resumes from the latest checkpoint with two ranks and trains every iteration once."""
+    result = train(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=80", "algo.save_interval=10")
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    run_dir = run["run_dir"]
+    wait_for(lambda: checkpoint_iterations(run_dir), "a first checkpoint", interval=0.05)
+    os.kill(rank_process(run["job_id"], rank=1), signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: slurm_cluster.job_history(run["job_id"])[:1] == ["REQUEUED"], "the requeue", timeout=120)
+    # Rank 0 did not wait out a collective timeout (gloo's and NCCL's are minutes) before the job came back.
+    assert time.monotonic() - killed_at < 60
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=300)
+    assert states == {run["job_id"]: "COMPLETED"}, Path(run["log"]).read_text()[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["REQUEUED", "COMPLETED"]
+    (resumed,) = [event for event in ledger(run_dir) if event["event"] == "resume"]
+    assert resumed["world_size"] == 2 and resumed["iteration"] % 10 == 0 and resumed["iteration"] > 0
+    assert summary_iterations(run_dir) == 80
+
+
+def test_a_rank_that_fails_ends_the_step_and_the_job_fails_without_a_requeue(slurm_cluster, tmp_path):
+    """A Python error on one rank (a bug, not a lost machine): Slurm ends the other rank at once and the job fails
+    with that error in its rank's log; it is not requeued, where the same error would come back."""
+    result = train(
+        slurm_cluster,
+        tmp_path,
+        "launcher.nodes=2",
+        "task.kind=failing_rank_toy",
+        "algo.max_iterations=1000",
+        "algo.save_interval=10",
+        env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "failing_rank"), "RLFORGE_TEST_FAILING_RANK": "1:200"},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=240)
+    rank_one_log = Path(run["log"].replace("_0_log.out", "_1_log.err")).read_text()
+    assert states == {run["job_id"]: "FAILED"}, Path(run["log"]).read_text()[-3000:] + rank_one_log[-3000:]
+    assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
+    assert "rank 1 fails at step 201 (test)" in rank_one_log
+    # Rank 0 trained on only until its peer failed: far from the 1,000 iterations it would have run alone.
+    assert summary_iterations_or_none(run["run_dir"]) is None
+    assert len((Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines()) < 100
+
+
+def test_a_rank_that_fails_at_start_up_ends_the_step_instead_of_leaving_its_peer_waiting(slurm_cluster, tmp_path):
+    """Rank 1 fails before it joins the process group: without Slurm ending the step, rank 0 would wait for it at
+    the rendezvous until torch.distributed's timeout (30 minutes with gloo), holding both nodes."""
+    result = train(
+        slurm_cluster,
+        tmp_path,
+        "launcher.nodes=2",
+        "task.kind=failing_rank_toy",
+        env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "failing_rank"), "RLFORGE_TEST_FAILING_RANK": "1:0"},
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = slurm_cluster.wait_until_done(run["job_id"], timeout=120)
+    rank_one_log = Path(run["log"].replace("_0_log.out", "_1_log.err")).read_text()
+    assert states == {run["job_id"]: "FAILED"}, rank_one_log[-3000:]
+    assert "rank 1 fails at start-up (test)" in rank_one_log
+    assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
+
+
+def summary_iterations_or_none(run_dir: str | Path) -> int | None:
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text())["iterations"] if path.exists() else None
+
+
 def test_lost_node_requeues_the_job_which_resumes_on_another_node(slurm_cluster, tmp_path):
     result = train(slurm_cluster, tmp_path, "algo.max_iterations=150", "algo.save_interval=10")
     assert result.returncode == 0, result.stderr

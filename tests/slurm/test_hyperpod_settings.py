@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -126,7 +127,7 @@ def run_teardown(tmp_path: Path, step_status: int, *, restarts: int = 1, srun_sa
         [
             f"exec 2>>{stderr_file}",
             *hyperpod.STDERR_MARK,
-            f"printf '%s\\n' {srun_said!r} >&2",
+            f"printf '%s\\n' {' '.join(shlex.quote(line) for line in srun_said.splitlines()) or repr('')} >&2",
             f"(exit {step_status})",
             *hyperpod.killed_step_teardown(max_requeues=2),
         ]
@@ -145,6 +146,23 @@ def test_only_a_step_killed_from_outside_is_requeued(tmp_path, step_status, requ
     assert status == (0 if requeued else step_status)
     # The limit is reached: no more requeues.
     assert run_teardown(tmp_path, step_status, restarts=2)[:2] == (False, step_status)
+
+
+@pytest.mark.parametrize(
+    ("srun_said", "requeued"),
+    [
+        # one rank's Python error first: srun's --kill-on-bad-exit killed the other, and srun reports the kill
+        ("srun: error: node2: task 1: Exited with exit code 1\nsrun: error: node1: task 0: Killed", False),
+        # a rank killed first; the other then failed in a collective with the peer gone
+        ("srun: error: node2: task 1: Killed\nsrun: error: node1: task 0: Exited with exit code 1", True),
+    ],
+)
+def test_the_first_task_that_ended_decides_whether_a_killed_step_is_requeued(tmp_path, srun_said, requeued):
+    was_requeued, status, stderr = run_teardown(tmp_path, 137, srun_said=srun_said)
+    assert (was_requeued, status) == (requeued, 0 if requeued else 1)
+    if not requeued:
+        assert "failed with an error (node2: task 1: Exited with exit code 1)" in stderr
+        assert "not requeueing" in stderr
 
 
 @pytest.mark.parametrize(
@@ -177,6 +195,7 @@ def test_container_image_and_mounts_go_to_srun(compose_cfg):
     )
     arguments = hyperpod.srun_arguments(settings, workdir=Path("/fsx/code"))
     assert arguments == [
+        "--kill-on-bad-exit=1",
         "--container-image=/fsx/images/train.sqsh",
         "--container-workdir=/fsx/code",
         "--container-mounts=/fsx:/fsx,/opt/data:/data",
