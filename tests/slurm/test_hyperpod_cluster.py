@@ -253,23 +253,24 @@ def test_a_rank_killed_on_one_node_ends_the_step_and_the_job_resumes_with_both_r
     assert summary_iterations(run_dir) == 80
 
 
+def run_with_a_failing_rank(cluster, tmp_path: Path, failing: str, *overrides: str) -> tuple[dict, str, str]:
+    """A two-node run of the toy task whose rank fails as ``RLFORGE_TEST_FAILING_RANK=failing`` says (``R:STEPS``,
+    see tests/slurm/failing_rank), waited for: its record, its final state and the failing rank 1's stderr."""
+    env = {"PYTHONPATH": str(REPO / "tests" / "slurm" / "failing_rank"), "RLFORGE_TEST_FAILING_RANK": failing}
+    result = train(cluster, tmp_path, "launcher.nodes=2", "task.kind=failing_rank_toy", *overrides, env=env)
+    assert result.returncode == 0, result.stderr
+    (run,) = submitted(tmp_path)
+    states = cluster.wait_until_done(run["job_id"], timeout=120)
+    rank_one_log = Path(run["log"].replace("_0_log.out", "_1_log.err")).read_text()
+    return run, states[run["job_id"]], rank_one_log
+
+
 def test_a_rank_that_fails_ends_the_step_and_the_job_fails_without_a_requeue(slurm_cluster, tmp_path):
     """A Python error on one rank (a bug, not a lost machine): Slurm ends the other rank at once and the job fails
     with that error in its rank's log; it is not requeued, where the same error would come back."""
-    result = train(
-        slurm_cluster,
-        tmp_path,
-        "launcher.nodes=2",
-        "task.kind=failing_rank_toy",
-        "algo.max_iterations=1000",
-        "algo.save_interval=10",
-        env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "failing_rank"), "RLFORGE_TEST_FAILING_RANK": "1:200"},
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = submitted(tmp_path)
-    states = slurm_cluster.wait_until_done(run["job_id"], timeout=240)
-    rank_one_log = Path(run["log"].replace("_0_log.out", "_1_log.err")).read_text()
-    assert states == {run["job_id"]: "FAILED"}, Path(run["log"]).read_text()[-3000:] + rank_one_log[-3000:]
+    overrides = ("algo.max_iterations=1000", "algo.save_interval=10")
+    run, state, rank_one_log = run_with_a_failing_rank(slurm_cluster, tmp_path, "1:200", *overrides)
+    assert state == "FAILED", Path(run["log"]).read_text()[-3000:] + rank_one_log[-3000:]
     assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
     assert "rank 1 fails at step 201 (test)" in rank_one_log
     # Rank 0 trained on only until its peer failed: far from the 1,000 iterations it would have run alone.
@@ -280,18 +281,8 @@ def test_a_rank_that_fails_ends_the_step_and_the_job_fails_without_a_requeue(slu
 def test_a_rank_that_fails_at_start_up_ends_the_step_instead_of_leaving_its_peer_waiting(slurm_cluster, tmp_path):
     """Rank 1 fails before it joins the process group: without Slurm ending the step, rank 0 would wait for it at
     the rendezvous until torch.distributed's timeout (30 minutes with gloo), holding both nodes."""
-    result = train(
-        slurm_cluster,
-        tmp_path,
-        "launcher.nodes=2",
-        "task.kind=failing_rank_toy",
-        env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "failing_rank"), "RLFORGE_TEST_FAILING_RANK": "1:0"},
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = submitted(tmp_path)
-    states = slurm_cluster.wait_until_done(run["job_id"], timeout=120)
-    rank_one_log = Path(run["log"].replace("_0_log.out", "_1_log.err")).read_text()
-    assert states == {run["job_id"]: "FAILED"}, rank_one_log[-3000:]
+    run, state, rank_one_log = run_with_a_failing_rank(slurm_cluster, tmp_path, "1:0")
+    assert state == "FAILED", rank_one_log[-3000:]
     assert "rank 1 fails at start-up (test)" in rank_one_log
     assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
 
