@@ -168,6 +168,21 @@ def test_quick_and_learning_defaults_are_cpu_sized():
     assert (quick.device, quick.num_envs, quick.terrain_rows) == ("cpu", 16, 4)
     learning = parse_args(["--learning"])
     assert learning.device == "cpu" and learning.seeds == [0, 1, 2]
+    assert (learning.num_envs, learning.terrain_rows, learning.iterations) == (16, 4, 25)
+
+
+def test_learning_on_a_gpu_is_at_scale_unless_told_otherwise():
+    at_scale = parse_args(["--learning", "--device", "cuda"])
+    assert (at_scale.num_envs, at_scale.terrain_rows, at_scale.terrain_cols, at_scale.iterations) == (
+        4096,
+        None,
+        None,
+        300,
+    )
+    told = parse_args(
+        ["--learning", "--device", "cuda", "--num-envs", "2048", "--terrain-rows", "5", "--iterations", "9"]
+    )
+    assert (told.num_envs, told.terrain_rows, told.iterations) == (2048, 5, 9)
 
 
 def test_learning_comparison_against_the_spread_of_seeds():
