@@ -47,7 +47,7 @@ from core.rundir import METRICS, project_root
 WARM_UP_DIR = "warm-up"
 """Sub-folder of the work folder where the ``--warm-up`` run lives."""
 POINT_TIMEOUT_S = 1800.0
-"""Seconds a scaling point may run before it is stopped (``--timeout``)."""
+"""Seconds a scaling point, a pack or the warm-up may run before it is stopped (``--timeout``)."""
 DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 """Removed from a packed run's environment, so that each run trains alone even when this command runs in a job."""
 
@@ -142,19 +142,20 @@ def run_point(
         try:
             code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            done = len(_read_metrics(run_dir))
-            raise SystemExit(
-                f"error: the {procs}-process run was still running after {timeout_s:.0f} s (--timeout) with "
-                f"{done} of {settings.iterations} iterations logged"
-                + (" (it trained them all but did not exit)" if done >= settings.iterations else "")
-                + f"; its output ({log}) ended with:\n{log.read_text(errors='replace')[-4000:]}"
-            ) from None
-        except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
+            code = None
+        finally:  # timed out or interrupted: torchrun and every rank stop with this command
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     wall_s = time.perf_counter() - started
+    if code is None:
+        done = len(_read_metrics(run_dir))
+        raise SystemExit(
+            f"error: the {procs}-process run was still running after {timeout_s:.0f} s (--timeout) with "
+            f"{done} of {settings.iterations} iterations logged"
+            + (" (it trained them all but did not exit)" if done >= settings.iterations else "")
+            + f"; its output ({log}) ended with:\n{log.read_text(errors='replace')[-4000:]}"
+        )
     if code != 0:
         raise SystemExit(
             f"error: the {procs}-process run failed; its output ({log}) ended with:\n"
@@ -176,12 +177,12 @@ def add_efficiency(points: list[dict[str, Any]]) -> None:
         point["efficiency"] = point["env_steps_per_s"] / (point["procs"] * base["env_steps_per_s"]) if base else None
 
 
-def kernel_cache(settings: ScalingSettings, work: Path, warm_up: bool) -> Path:
+def kernel_cache(settings: ScalingSettings, work: Path, warm_up: bool, timeout_s: float = POINT_TIMEOUT_S) -> Path:
     """The kernel cache every run in ``work`` shares; with ``warm_up``, filled first by one 1-process iteration in
     ``work/warm-up``."""
     warp_cache = work / "warp-cache"
     if warm_up:
-        run_point(1, replace(settings, iterations=1), work / WARM_UP_DIR, warp_cache)
+        run_point(1, replace(settings, iterations=1), work / WARM_UP_DIR, warp_cache, timeout_s)
     return warp_cache
 
 
@@ -199,7 +200,7 @@ def run_scaling(
     ``warm_up`` first trains one 1-process iteration (in ``work/warm-up``) so that no point pays for compilation.
     ``on_point`` is given the points so far (efficiency included) after each one, so that a later point that fails
     loses none of the earlier figures."""
-    warp_cache = kernel_cache(settings, work, warm_up)
+    warp_cache = kernel_cache(settings, work, warm_up, timeout_s)
     points = []
     for count in sorted(set(procs)):
         print(f"{count} process(es): training (output in {work / f'procs-{count}.log'})", flush=True)
@@ -252,9 +253,11 @@ def summarize_pack(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return figures
 
 
-def run_pack(runs: int, settings: ScalingSettings, work: Path, warp_cache: Path) -> dict[str, Any]:
+def run_pack(
+    runs: int, settings: ScalingSettings, work: Path, warp_cache: Path, timeout_s: float = POINT_TIMEOUT_S
+) -> dict[str, Any]:
     """Train ``runs`` independent runs at once on ``settings.device`` (seeds ``settings.seed + i``, folders
-    ``work/pack-<runs>/run-<i>``) and return the pack's figures."""
+    ``work/pack-<runs>/run-<i>``) and return the pack's figures; runs still going after ``timeout_s`` are stopped."""
     pack_dir = work / f"pack-{runs}"
     pack_dir.mkdir(parents=True, exist_ok=True)
     env = {key: value for key, value in os.environ.items() if key not in DISTRIBUTED_VARIABLES}
@@ -270,9 +273,15 @@ def run_pack(runs: int, settings: ScalingSettings, work: Path, warp_cache: Path)
                 processes.append(
                     subprocess.Popen(command, cwd=pack_dir, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
                 )
-        codes = [process.wait() for process in processes]
+        deadline = started + timeout_s
+        codes = [process.wait(timeout=max(0.0, deadline - time.perf_counter())) for process in processes]
+    except subprocess.TimeoutExpired:
+        raise SystemExit(
+            f"error: the {runs}-run pack was still running after {timeout_s:.0f} s (--timeout); its runs' output is "
+            f"in {pack_dir}/run-<i>.log"
+        ) from None
     finally:
-        # Interrupted (Ctrl-C, a failed launch): the runs started here stop with this command.
+        # Timed out or interrupted (Ctrl-C, a failed launch): the runs started here stop with this command.
         for process in processes:
             if process.poll() is None:
                 process.terminate()
@@ -302,14 +311,22 @@ def add_pack_gain(packs: list[dict[str, Any]]) -> None:
         pack["total_vs_one_run"] = pack["total_env_steps_per_s"] / base["total_env_steps_per_s"] if base else None
 
 
-def run_packing(counts: list[int], settings: ScalingSettings, work: Path, *, warm_up: bool = False) -> list[dict]:
+def run_packing(
+    counts: list[int],
+    settings: ScalingSettings,
+    work: Path,
+    *,
+    warm_up: bool = False,
+    timeout_s: float = POINT_TIMEOUT_S,
+) -> list[dict]:
     """Every pack, fewest runs first, sharing one kernel cache in ``work``; their figures and gain over one run.
 
-    ``warm_up`` first trains one 1-iteration run (in ``work/warm-up``) so that no pack pays for compilation."""
-    warp_cache = kernel_cache(settings, work, warm_up)
+    ``warm_up`` first trains one 1-iteration run (in ``work/warm-up``) so that no pack pays for compilation; the
+    warm-up and each pack are stopped after ``timeout_s``."""
+    warp_cache = kernel_cache(settings, work, warm_up, timeout_s)
     packs = []
     for count in sorted(set(counts)):
-        pack = run_pack(count, settings, work, warp_cache)
+        pack = run_pack(count, settings, work, warp_cache, timeout_s)
         packs.append(pack)
         print(f"{count} run(s) at once: {pack['total_env_steps_per_s']:.0f} env-steps/s in all", flush=True)
     add_pack_gain(packs)
@@ -352,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout",
         type=float,
         default=POINT_TIMEOUT_S,
-        help=f"seconds a scaling point may run before it is stopped (default {POINT_TIMEOUT_S:.0f})",
+        help=f"seconds a scaling point, a pack or the warm-up may run before it is stopped "
+        f"(default {POINT_TIMEOUT_S:.0f})",
     )
     parser.add_argument("overrides", nargs="*", help="more train.py overrides for every point")
     args = parser.parse_args(argv)
@@ -378,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = args.work or Path(tempfile.mkdtemp(prefix="rlforge-scaling-"))
     if args.pack is not None:
-        packs = run_packing(args.pack, settings, work, warm_up=args.warm_up)
+        packs = run_packing(args.pack, settings, work, warm_up=args.warm_up, timeout_s=args.timeout)
         print()
         print(pack_table(packs))
         if args.out:

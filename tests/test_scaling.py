@@ -244,3 +244,17 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_pack_still_running_after_the_timeout_is_stopped(tmp_path, monkeypatch):
+    script = "import os, pathlib, sys, time; pathlib.Path(sys.argv[1]).write_text(str(os.getpid())); time.sleep(600)"
+
+    def run_stand_in(settings, run_dir, warp_cache, seed):
+        return [sys.executable, "-c", script, str(tmp_path / f"pid-{seed}")]
+
+    monkeypatch.setattr(scaling, "pack_command", run_stand_in)
+    argv = ["--device", "cpu", "--task", "toy", "--pack", "2", "--seed", "0", "--timeout", "3"]
+    with pytest.raises(SystemExit, match="the 2-run pack was still running after 3 s"):
+        scaling.main([*argv, "--work", str(tmp_path / "work")])
+    for seed in (0, 1):
+        assert not _alive(int((tmp_path / f"pid-{seed}").read_text())), f"run {seed} of the pack is still running"
