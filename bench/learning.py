@@ -188,16 +188,17 @@ def merge_learning_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     unused = _unused_settings(reports[0])
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for index, report in enumerate(reports):
-        differences = _settings_differences(settings, report["settings"], unused | _unused_settings(report))
+        its_unused = _unused_settings(report)
+        differences = _settings_differences(settings, report["settings"], unused | its_unused)
         if differences:
             raise ValueError(
                 f"cannot merge learning reports of different settings (report 1 vs report {index + 1}): "
                 + "; ".join(differences)
             )
         # A trainer's own settings come from the first report that ran it.
-        for key in (unused - _unused_settings(report)) & set(report["settings"]):
+        for key in (unused - its_unused) & set(report["settings"]):
             settings[key] = report["settings"][key]
-        unused &= _unused_settings(report)
+        unused &= its_unused
         for trainer, by_seed in report["runs"].items():
             if trainer not in TRAINERS:
                 raise ValueError(f"unknown trainer '{trainer}' in report {index + 1}")

@@ -232,9 +232,10 @@ def rank_process(job_id: str, rank: int) -> int:
 
 
 def test_a_rank_killed_on_one_node_ends_the_step_and_the_job_resumes_with_both_ranks(slurm_cluster, tmp_path):
-    """One rank dies (the OOM killer, a lost GPU): the other must not wait in a collective for it. Slurm ends the
-    whole step at once (``--kill-on-bad-exit``), the step counts as killed from outside and the job is requeued;
-    it resumes from the latest checkpoint with two ranks and trains every iteration once."""
+    """One rank dies (the OOM killer, a lost GPU): the other must not wait in a collective for it. The step ends at
+    once (Slurm's ``--kill-on-bad-exit``; on this CPU cluster gloo also sees the peer gone), counts as killed from
+    outside and the job is requeued; it resumes from the latest checkpoint with two ranks and trains every iteration
+    once."""
     result = train(slurm_cluster, tmp_path, "launcher.nodes=2", "algo.max_iterations=80", "algo.save_interval=10")
     assert result.returncode == 0, result.stderr
     (run,) = submitted(tmp_path)
@@ -274,7 +275,7 @@ def test_a_rank_that_fails_ends_the_step_and_the_job_fails_without_a_requeue(slu
     assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
     assert "rank 1 fails at step 201 (test)" in rank_one_log
     # Rank 0 trained on only until its peer failed: far from the 1,000 iterations it would have run alone.
-    assert summary_iterations_or_none(run["run_dir"]) is None
+    assert not (Path(run["run_dir"]) / "summary.json").exists()
     assert len((Path(run["run_dir"]) / "metrics.jsonl").read_text().splitlines()) < 100
 
 
@@ -285,11 +286,6 @@ def test_a_rank_that_fails_at_start_up_ends_the_step_instead_of_leaving_its_peer
     assert state == "FAILED", rank_one_log[-3000:]
     assert "rank 1 fails at start-up (test)" in rank_one_log
     assert slurm_cluster.job_history(run["job_id"]) == ["FAILED"]
-
-
-def summary_iterations_or_none(run_dir: str | Path) -> int | None:
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text())["iterations"] if path.exists() else None
 
 
 def test_lost_node_requeues_the_job_which_resumes_on_another_node(slurm_cluster, tmp_path):
