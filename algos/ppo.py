@@ -99,6 +99,22 @@ def build_trainer(
     )
 
 
+def restore_rng(rng: dict[str, Any]) -> None:
+    """Put the global random generators where a checkpoint's ``rng`` entry says. PyTorch takes generator states as
+    CPU byte tensors only, and a checkpoint loaded onto a GPU (``map_location``) brings them back as GPU tensors:
+    each is copied back first. A run resumed on fewer GPUs than it saved restores the GPUs it has."""
+
+    def as_state(tensor: Any) -> torch.Tensor:
+        return torch.as_tensor(tensor).detach().to(device="cpu", dtype=torch.uint8)
+
+    torch.set_rng_state(as_state(rng["torch"]))
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        for index, saved in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(as_state(saved), index)
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+
+
 class PPOTrainer(OnPolicyRunner):
     """rsl-rl's OnPolicyRunner with a loop that counts completed iterations and can stop between them.
 
@@ -228,11 +244,7 @@ class PPOTrainer(OnPolicyRunner):
         self.logger.tot_time = state.get("logger", {}).get("tot_time", 0.0)
         rng = state.get("rng")
         if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng.get("cuda") is not None and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
+            restore_rng(rng)
 
     def save_checkpoint(self, required: bool = True) -> Path | None:
         """Write the checkpoint of the completed iterations (rank 0 only) and prune old ones.

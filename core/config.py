@@ -163,6 +163,11 @@ class TerrainConfig:
     cell; a vertical step (stair riser, box side) becomes a slope one cell wide. The height scanner casts against
     the same collider; the terrain's visuals, origins and curriculum are the mesh's either way. Refused with
     ``plane`` and with ``physx``."""
+    solver_stand_in: bool = True
+    """Give the MuJoCo model that Newton's MuJoCo solver builds the bounding box of a large static mesh (the generated
+    terrain) in place of its million triangles, when Newton computes the contacts (``tasks/solver_stand_in.py``):
+    MuJoCo then spends no seconds of the start compiling a mesh it never collides with, and holds none of it on
+    the device. The simulated states are the same either way; ``false`` gives MuJoCo the mesh."""
 
 
 class MotorLimits(StrEnum):

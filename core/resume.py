@@ -29,6 +29,7 @@ OPERATIONAL_KEYS = (
     "device",
     "task.objective",
     "task.kernels",
+    "task.terrain.solver_stand_in",
 )
 
 

@@ -250,6 +250,7 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
 
             fast_fan_triangulation()
         topology = _keep_mesh_topology(task)
+        stand_ins = _solver_stand_ins(task, stack)
         if task.frontend == "warp":
             from tasks.warp_frontend import build_env, captured_managers, describe
 
@@ -270,6 +271,8 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             check_collision(NewtonManager.get_model(), str(task.terrain.collision))
         if topology is not None:
             print(topology.describe())
+        if stand_ins is not None:
+            print(stand_ins.describe())
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiled"] = _report(precompiler.result())
@@ -301,6 +304,17 @@ def _keep_mesh_topology(task: DictConfig):
     from tasks.mesh_topology import install
 
     return install()
+
+
+def _solver_stand_ins(task: DictConfig, stack: contextlib.ExitStack):
+    """Spare MuJoCo the terrain's mesh while the environment lives (``task.terrain.solver_stand_in``)."""
+    if task.physics != "newton_mjwarp" or not task.terrain.solver_stand_in:
+        return None
+    from tasks.solver_stand_in import install
+
+    record, uninstall = install()
+    stack.callback(uninstall)
+    return record
 
 
 def modules_built_ahead(task: DictConfig) -> list[str]:

@@ -6,8 +6,10 @@ here is Isaac Lab's, used through the generator config's ``class_type``: the fir
 the finished mesh, its colours, the sub-terrain origins and flat patches under ``$RLFORGE_CACHE/terrains`` (default
 ``~/.cache/rlforge/terrains``); later runs load them. Some sub-terrains draw from NumPy's global random state as
 well as the generator's seed, so the key covers every generator setting, the seed, NumPy's global state and Isaac
-Lab's version, and a load puts NumPy's global state where generating would have left it: a run that loads its
-terrain continues exactly as one that generated it.
+Lab's version, and a load puts NumPy's global state where generating would have left it. The random-grid
+sub-terrain draws its box heights from PyTorch's global generator, on the GPU where there is one: the key covers
+PyTorch's CPU state and the current GPU's, and a load puts both where generating would have left them. A run that
+loads its terrain continues exactly as one that generated it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from isaaclab.terrains.terrain_generator import TerrainGenerator
 
 from core.rundir import write_npz_atomic
 
-FORMAT = 1
+FORMAT = 2
 """Bumped when the saved layout changes."""
 
 
@@ -42,6 +44,24 @@ def _global_state() -> list[Any]:
     """NumPy's global random state as plain data."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _torch_states() -> dict[str, Any]:
+    """PyTorch's global random states the generator may draw from: the CPU's, and the current GPU's if any."""
+    import torch
+
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_torch_states(states: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"])
 
 
 def terrain_key(cfg) -> str:
@@ -64,6 +84,9 @@ def terrain_key(cfg) -> str:
             "settings": settings,
             "seed": _effective_seed(cfg),
             "numpy_state": _global_state(),
+            "torch_state": {
+                name: hashlib.sha256(state.numpy().tobytes()).hexdigest() for name, state in _torch_states().items()
+            },
             "isaaclab": version,
             "format": FORMAT,
         },
@@ -95,6 +118,13 @@ class CachedTerrainGenerator(TerrainGenerator):
                 origins = saved["origins"]
                 name, pos, has_gauss, cached = json.loads(str(saved["numpy_state_rest"]))
                 after = (name, saved["numpy_state_keys"], pos, has_gauss, cached)
+                torch_after = {
+                    key.removeprefix("torch_state/"): torch.from_numpy(saved[key].copy())
+                    for key in saved.files
+                    if key.startswith("torch_state/")
+                }
+                if "cpu" not in torch_after or (torch.cuda.is_available() != ("cuda" in torch_after)):
+                    raise KeyError("torch_state")
                 patches = {
                     key.removeprefix("patch/"): torch.as_tensor(saved[key], device=device)
                     for key in saved.files
@@ -103,7 +133,8 @@ class CachedTerrainGenerator(TerrainGenerator):
         except (OSError, KeyError, ValueError) as error:
             print(f"[rlforge] terrain cache {path.name} unreadable ({error}); generating the terrain")
             return False
-        np.random.set_state(after)  # where generating would have left it
+        np.random.set_state(after)  # where generating would have left them
+        _set_torch_states(torch_after)
         self.cfg, self.device = cfg, device
         self.terrain_mesh, self.terrain_origins, self.flat_patches = mesh, origins, patches
         self.terrain_meshes = [mesh]
@@ -117,6 +148,7 @@ class CachedTerrainGenerator(TerrainGenerator):
             "origins": np.asarray(self.terrain_origins),
             "numpy_state_keys": np.asarray(np.random.get_state()[1]),
             "numpy_state_rest": np.asarray(json.dumps([_global_state()[i] for i in (0, 2, 3, 4)])),
+            **{f"torch_state/{name}": state.numpy() for name, state in _torch_states().items()},
         }
         if self.terrain_mesh.visual.kind == "vertex":
             arrays["vertex_colors"] = np.asarray(self.terrain_mesh.visual.vertex_colors)

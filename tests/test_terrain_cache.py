@@ -12,7 +12,7 @@ def rough_cfg(tmp_path, monkeypatch):
     from isaaclab.terrains.config.rough import ROUGH_TERRAINS_CFG
 
     cfg = ROUGH_TERRAINS_CFG.copy()
-    cfg.num_rows, cfg.num_cols, cfg.seed = 2, 3, 7
+    cfg.num_rows, cfg.num_cols, cfg.seed = 2, 5, 7  # five columns: the random grid (boxes) among them
     return cfg
 
 
@@ -27,27 +27,43 @@ def same_terrain(a, b) -> None:
 
 
 def test_a_cached_terrain_is_the_generated_one(rough_cfg, capsys):
+    import torch
     from isaaclab.terrains.terrain_generator import TerrainGenerator
 
     from tasks.terrain_cache import CachedTerrainGenerator, cache_dir
 
-    # Some sub-terrains draw from NumPy's global state: each build starts from the same one.
-    np.random.seed(3)
+    def from_the_same_start() -> None:
+        # Some sub-terrains draw from NumPy's global state, the random grid from PyTorch's: each build starts from
+        # the same ones.
+        np.random.seed(3)
+        torch.manual_seed(3)
+
+    from_the_same_start()
+    before = torch.get_rng_state()
     generated = TerrainGenerator(rough_cfg.copy())
-    after_generating = np.random.random(4)
-    np.random.seed(3)
+    assert not torch.equal(torch.get_rng_state(), before), "this terrain's random grid draws from PyTorch"
+    after_generating = np.random.random(4), torch.rand(4)
+    from_the_same_start()
     first = CachedTerrainGenerator(rough_cfg.copy())
     assert len(list(cache_dir().glob("*.npz"))) == 1
     capsys.readouterr()
-    np.random.seed(3)
+    from_the_same_start()
     second = CachedTerrainGenerator(rough_cfg.copy())
     assert "terrain loaded from" in capsys.readouterr().out
-    np.testing.assert_array_equal(np.random.random(4), after_generating), "the global state moves on as generating"
+    # The global states move on as generating moves them, so what the run draws next is the same.
+    np.testing.assert_array_equal(np.random.random(4), after_generating[0])
+    assert torch.equal(torch.rand(4), after_generating[1])
     same_terrain(generated, first)
     same_terrain(generated, second)
     np.random.seed(4)
+    torch.manual_seed(3)
     CachedTerrainGenerator(rough_cfg.copy())
-    assert len(list(cache_dir().glob("*.npz"))) == 2, "another global state is another terrain"
+    assert len(list(cache_dir().glob("*.npz"))) == 2, "another NumPy state is another terrain"
+    np.random.seed(3)
+    torch.manual_seed(4)
+    other_torch = CachedTerrainGenerator(rough_cfg.copy())
+    assert len(list(cache_dir().glob("*.npz"))) == 3, "another PyTorch state is another terrain"
+    assert not np.array_equal(other_torch.terrain_mesh.vertices, generated.terrain_mesh.vertices)
 
 
 def test_another_seed_or_setting_is_generated_anew(rough_cfg, capsys):
