@@ -301,6 +301,22 @@ def submitit_folder(sweep_dir: str) -> str:
     return f"{sweep_dir}/.submitit/%j"
 
 
+def _script_only_executor() -> type:
+    import submitit
+
+    class ScriptOnly(submitit.SlurmExecutor):
+        """A Slurm executor for writing batch scripts where Slurm's client is not installed: it submits nothing."""
+
+        @classmethod
+        def affinity(cls) -> int:
+            return 1
+
+        def _internal_process_submissions(self, delayed_submissions):
+            raise RuntimeError("a dry run submits nothing; this machine has no Slurm client (srun, sbatch)")
+
+    return ScriptOnly
+
+
 def make_executor(
     settings: HyperPodSettings,
     *,
@@ -316,7 +332,10 @@ def make_executor(
     snapshot the jobs run instead of `code_dir` (None: the live folder)."""
     import submitit
 
-    executor = submitit.SlurmExecutor(
+    # submitit refuses to build a Slurm executor where no `srun` is on PATH; a dry run only writes the batch script,
+    # so it also works on a machine that is no Slurm login node (a laptop planning a sweep).
+    kind = _script_only_executor() if settings.dry_run and shutil.which("srun") is None else submitit.SlurmExecutor
+    executor = kind(
         folder=submitit_folder(sweep_dir),
         # submitit's own SIGUSR2 handler requeues a job until the run takes the signal over; same bound.
         max_num_timeout=int(settings.max_requeues),

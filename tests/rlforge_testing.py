@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,3 +125,24 @@ def rsl_rl_logger(tmp_path, num_envs: int):
     logger.git_status_repos = []
     logger.init_logging_writer()
     return logger
+
+
+@contextlib.contextmanager
+def srun_on_path(folder: Path):
+    """submitit's Slurm executor refuses to be built where no ``srun`` is on ``PATH``. For tests that only read the
+    batch script it writes (no job runs), this puts a stand-in ``srun`` that fails if called on ``PATH`` while inside,
+    when the machine has none (the cluster tier installs the real one)."""
+    if shutil.which("srun"):
+        yield
+        return
+    bin_dir = folder / "stand-in-bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    stand_in = bin_dir / "srun"
+    stand_in.write_text("#!/bin/sh\necho 'srun: a stand-in for reading batch scripts; no job runs here' >&2\nexit 1\n")
+    stand_in.chmod(0o755)
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{before}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before

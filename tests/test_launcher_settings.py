@@ -18,7 +18,7 @@ import pytest
 from launchers import hyperpod, sagemaker
 from launchers.sagemaker_plan import LaunchError, PlannedJob, dry_run_location, plan_jobs
 from launchers.settings import HyperPodSettings, SageMakerSettings, settings_from_config
-from rlforge_testing import run_train
+from rlforge_testing import run_train, srun_on_path
 
 # ---------------------------------------------------------------------------------------------------------- HyperPod
 
@@ -80,14 +80,15 @@ def batch_script(compose_cfg, overrides: list[str], code_dir: Path, runs: int = 
     )
     settings = settings_from_config(cfg, HyperPodSettings)
     sweep_dir = str(cfg.hydra.sweep.dir)
-    executor = hyperpod.make_executor(
-        settings,
-        job_name=str(cfg.task.name),
-        sweep_dir=sweep_dir,
-        code_dir=code_dir,
-        workdir=code_dir,
-        source=hyperpod.source_for(settings, code_dir, Path(sweep_dir).resolve()),
-    )
+    with srun_on_path(code_dir):
+        executor = hyperpod.make_executor(
+            settings,
+            job_name=str(cfg.task.name),
+            sweep_dir=sweep_dir,
+            code_dir=code_dir,
+            workdir=code_dir,
+            source=hyperpod.source_for(settings, code_dir, Path(sweep_dir).resolve()),
+        )
     # What submitit's map_array adds for a job array: a task per run, or per `runs_per_gpu` runs when packed.
     executor.parameters["map_count"] = hyperpod.array_tasks(settings, runs)
     return executor._make_submission_file_text(executor._submitit_command_str, "uid")

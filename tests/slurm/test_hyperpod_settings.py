@@ -13,7 +13,7 @@ import pytest
 from core import rundir
 from launchers import hyperpod, slurm_job
 from launchers.settings import HyperPodSettings, settings_from_config
-from rlforge_testing import run_train
+from rlforge_testing import run_train, srun_on_path
 
 
 def plugin_settings(compose_cfg, *overrides: str) -> HyperPodSettings:
@@ -84,9 +84,10 @@ def test_sbatch_script_has_one_task_per_gpu_memory_per_task_and_the_requeue_line
 
 def submission_script(settings: HyperPodSettings, folder: Path) -> str:
     """The batch script submitit writes for these launcher settings (its own text, as sbatch would get it)."""
-    executor = hyperpod.make_executor(
-        settings, job_name="toy", sweep_dir=str(folder), code_dir=Path("/code"), workdir=folder
-    )
+    with srun_on_path(folder):
+        executor = hyperpod.make_executor(
+            settings, job_name="toy", sweep_dir=str(folder), code_dir=Path("/code"), workdir=folder
+        )
     return executor._make_submission_file_text(executor._submitit_command_str, "uid")
 
 
