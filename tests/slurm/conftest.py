@@ -346,8 +346,13 @@ class SlurmCluster:
             pid = pending.pop()
             doomed.append(pid)
             pending.extend(children.get(pid, []))
+        # A crashed machine takes every process at once. Killed one by one, a batch script whose srun saw its task
+        # die first could still run its teardown and end the job before the node is noticed lost: every process is
+        # stopped first, parents before children, so none of them sees another die.
+        for pid in doomed:
+            _signal_quietly(pid, signal.SIGSTOP)
         for pid in reversed(doomed):
-            _kill_quietly(pid)
+            _signal_quietly(pid, signal.SIGKILL)
 
     def restore_node(self, node: str) -> None:
         """Start the node's slurmd again and wait until the controller has it back in service."""
@@ -387,7 +392,7 @@ class SlurmCluster:
         for line in subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines():
             pid, _, args = line.strip().partition(" ")
             if "slurmstepd" in args and str(self.root) in _environ_of(int(pid)):
-                _kill_quietly(int(pid))
+                _signal_quietly(int(pid), signal.SIGKILL)
 
     # -- helpers for tests -----------------------------------------------------------------------
 
@@ -436,9 +441,9 @@ def _environ_of(pid: int) -> str:
         return ""
 
 
-def _kill_quietly(pid: int) -> None:
+def _signal_quietly(pid: int, signum: int) -> None:
     try:
-        os.kill(pid, 9)
+        os.kill(pid, signum)
     except OSError:
         pass
 
