@@ -3,7 +3,7 @@
 Newton's MuJoCo solver (``SolverMuJoCo``) writes every shape of the Newton model into a MuJoCo model, meshes
 included, and MuJoCo compiles each mesh as it would for its own collisions: it removes repeated vertices, takes
 the convex hull, computes the mass properties and builds a bounding-volume tree of the faces. For the generated
-rough terrain (about 1.2 million triangles on the default 10 x 20 grid) that is about two seconds of every start,
+rough terrain (about 1.2 million triangles on the default 10 x 20 grid) that is two to four seconds of every start,
 and MuJoCo-Warp then holds the whole mesh on the device. When Newton's own collision pipeline computes the
 contacts (``use_mujoco_contacts=False``, the H1 tasks' setting), MuJoCo never uses that mesh: the contacts
 arrive from Newton, the ray caster casts against Newton's mesh, and the video builds a model of its own.
@@ -42,12 +42,9 @@ _BOX_FACES = np.array(
 def box_of(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The bounding box of ``vertices`` as a closed triangle mesh: (8 x 3 corners, 12 x 3 outward triangles)."""
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    corners = np.array(
-        [[x, y, z] for z in (low[2], high[2]) for (x, y) in ((0, 0), (1, 0), (1, 1), (0, 1))], dtype=np.float64
-    )
-    corners[:, 0] = np.where(corners[:, 0] == 0, low[0], high[0])
-    corners[:, 1] = np.where(corners[:, 1] == 0, low[1], high[1])
-    return corners.astype(np.float32), _BOX_FACES.copy()
+    xs, ys = (low[0], high[0], high[0], low[0]), (low[1], low[1], high[1], high[1])  # counter-clockwise from above
+    corners = np.array([[xs[i], ys[i], z] for z in (low[2], high[2]) for i in range(4)], dtype=np.float32)
+    return corners, _BOX_FACES.copy()
 
 
 @dataclass
