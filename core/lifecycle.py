@@ -77,11 +77,13 @@ def end_startup() -> None:
 
 
 def stop_now_if_starting() -> None:
-    """Raise :class:`Interrupted` when a stop is pending and the run is still starting up (which it then leaves)."""
-    global _starting_at
+    """Raise :class:`Interrupted` when a stop is pending and the run is still starting up.
+
+    The run stays "starting" until the exception has ended it (:func:`clear`): raised from a signal handler, it can
+    land inside library code that catches every exception (an optional import's ``except Exception``) and be lost
+    there, and the next call, at one of the start-up's checkpoints, raises it again."""
     if _stop_reason is not None and _starting_at is not None:
-        iteration, _starting_at = _starting_at, None
-        raise Interrupted(_stop_reason, iteration)
+        raise Interrupted(_stop_reason, _starting_at)
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:

@@ -308,6 +308,8 @@ def _train(cfg: DictConfig, run_dir: Path, device: str, info, seed: int, manifes
     from algos.ppo import build_trainer
     from tasks import build_env
 
+    # A stop that arrived during these imports may have been caught by a library's own `except Exception`.
+    lifecycle.stop_now_if_starting()
     if cfg.warp_cache_dir:
         use_warp_cache(str(cfg.warp_cache_dir))
     if cfg.cache_dir:

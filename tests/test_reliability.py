@@ -262,6 +262,30 @@ def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_start
     assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
 
 
+def test_a_stop_during_start_up_that_library_code_swallowed_is_raised_again():
+    """A stop signal during start-up raises from its handler wherever the main thread is, possibly inside a
+    library's ``try: import optional / except Exception``, which swallows it. The run must still stop at the
+    start-up's next checkpoint (seen on the Slurm cluster: a time-limit signal recorded during the imports, then a
+    600 s start-up ran on into the time limit, and the job timed out instead of being requeued)."""
+    from core import lifecycle
+
+    lifecycle.clear()
+    lifecycle.begin_startup(3)
+    try:
+        try:
+            lifecycle.request_stop("SIGUSR2")  # what the signal handler does
+        except Exception:  # noqa: BLE001 - what such library code does with it
+            pass
+        with pytest.raises(lifecycle.Interrupted) as again:
+            lifecycle.stop_now_if_starting()  # the next checkpoint of the start-up
+        assert (again.value.reason, again.value.iteration) == ("SIGUSR2", 3)
+        with pytest.raises(lifecycle.Interrupted):
+            lifecycle.end_startup()  # and the last one, before the first iteration
+    finally:
+        lifecycle.clear()
+    lifecycle.stop_now_if_starting()  # once the run has ended, nothing is pending
+
+
 def test_writers_on_two_hosts_with_one_process_id_write_through_distinct_temporary_files(tmp_path, monkeypatch):
     """Caches on a shared file system are written by processes of several nodes, whose ids can coincide."""
     import socket
