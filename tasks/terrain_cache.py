@@ -46,14 +46,19 @@ def _global_state() -> list[Any]:
     return [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-def _torch_states() -> dict[str, Any]:
-    """PyTorch's global random states the generator may draw from: the CPU's, and the current GPU's if any."""
+def _torch_state_names() -> tuple[str, ...]:
+    """PyTorch's global random generators the generator may draw from: the CPU's, and the current GPU's if any."""
     import torch
 
-    states = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state()
-    return states
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+def _torch_states() -> dict[str, Any]:
+    import torch
+
+    return {
+        name: torch.get_rng_state() if name == "cpu" else torch.cuda.get_rng_state() for name in _torch_state_names()
+    }
 
 
 def _set_torch_states(states: dict[str, Any]) -> None:
@@ -119,12 +124,8 @@ class CachedTerrainGenerator(TerrainGenerator):
                 name, pos, has_gauss, cached = json.loads(str(saved["numpy_state_rest"]))
                 after = (name, saved["numpy_state_keys"], pos, has_gauss, cached)
                 torch_after = {
-                    key.removeprefix("torch_state/"): torch.from_numpy(saved[key].copy())
-                    for key in saved.files
-                    if key.startswith("torch_state/")
+                    name: torch.from_numpy(saved[f"torch_state/{name}"].copy()) for name in _torch_state_names()
                 }
-                if "cpu" not in torch_after or (torch.cuda.is_available() != ("cuda" in torch_after)):
-                    raise KeyError("torch_state")
                 patches = {
                     key.removeprefix("patch/"): torch.as_tensor(saved[key], device=device)
                     for key in saved.files
