@@ -216,6 +216,12 @@ class KernelsConfig:
     """Worker processes; 0 is one per module, leaving the training process a core, at most
     ``tasks.kernels.MAX_WORKERS`` (each holds Isaac Lab and its simulator in memory while it builds). The modules with
     the most kernels are started first."""
+    wait_for_workers: bool = False
+    """On: the first step waits for every worker, and a module the environment loads before its worker is done is
+    built by the training process as well (``scripts/warp_modules.py --check`` runs so, to see every listed module
+    built by a worker). Off: the first step starts as soon as the environment is built and compiles what cannot be
+    named ahead while the workers finish; a module it loads waits for the worker that has begun it, and one that no
+    worker has begun is taken from their queue and built at once."""
     backward: bool = False
     """Also generate and compile each kernel's adjoint (gradient) code. Training never differentiates through the
     simulator (PPO's gradients are PyTorch's), so it is off, which shortens every kernel build; Warp fixes the

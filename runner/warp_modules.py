@@ -81,7 +81,10 @@ def run_training(overrides: list[str], iterations: int, ahead: bool, times: Load
     """Build as ``train.py`` does (compiling ``task.kernels.modules`` ahead or not), train ``iterations``
     iterations (timing Warp's module loads into ``times`` if given); returns (composed config, device, what was
     compiled ahead or None)."""
-    cfg = compose_config([*overrides, f"task.kernels.precompile={str(ahead).lower()}"])
+    # With --check every listed module is built by a worker, to show that it can be built ahead.
+    cfg = compose_config(
+        [*overrides, f"task.kernels.precompile={str(ahead).lower()}", "task.kernels.wait_for_workers=true"]
+    )
     if times is not None:
         times.install()
     try:
@@ -93,12 +96,14 @@ def run_training(overrides: list[str], iterations: int, ahead: bool, times: Load
                 if times is not None:
                     times.phase = f"iteration {iteration}"
                 obs = one_iteration(trainer, obs)
+            precompiler = handle.info.get("precompiler")
+            done = precompiler.result() if precompiler is not None else None  # every worker's outcome
         finally:
             handle.close()
     finally:
         if times is not None:
             times.uninstall()
-    return cfg, device, handle.info.get("precompiled")
+    return cfg, device, done
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -275,7 +275,15 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             print(stand_ins.describe())
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
-            info["precompiled"] = _report(precompiler.result())
+            info["precompiler"] = precompiler
+            if task.kernels.wait_for_workers or precompiler.ready() == len(precompiler.order):
+                _report(precompiler.result())
+            else:
+                plural = "es" if precompiler.workers != 1 else ""
+                print(
+                    f"[rlforge] Warp kernels: {precompiler.ready()} of {len(precompiler.order)} modules built ahead "
+                    f"by {precompiler.workers} worker process{plural} so far; training starts while they build the rest"
+                )
         close = stack.pop_all().close  # built: the caller closes it from here on
     return EnvHandle(env=wrapped, close=close, info=info)
 
@@ -332,16 +340,21 @@ def _start_precompile(task: DictConfig, device: str):
         return None
     from tasks.kernels import Precompiler
 
-    return Precompiler(names, device, int(task.kernels.workers))
+    return Precompiler(names, device, int(task.kernels.workers), share=not task.kernels.wait_for_workers)
 
 
 def _report(done):
+    """Print what the kernel workers did (``[rlforge] Warp kernels: ...``); returns ``done``."""
     notes = [f"not found: {', '.join(done.missing)}"] if done.missing else []
     notes += [f"left to first use: {'; '.join(done.failed)}"] if done.failed else []
+    notes += (
+        [f"built by the simulator itself, needed before a worker began them: {len(done.left)}"] if done.left else []
+    )
     plural = "es" if done.workers != 1 else ""
     how = f"by {done.workers} worker process{plural}" if done.workers else "(all found in the kernel cache)"
+    waited = f"; the simulator waited {done.waited:.1f} s for them" if done.waited >= 0.05 else ""
     print(
-        f"[rlforge] Warp kernels: {len(done.modules)} modules built ahead {how} in {done.seconds:.1f} s"
+        f"[rlforge] Warp kernels: {len(done.modules)} modules built ahead {how} in {done.seconds:.1f} s{waited}"
         + "".join(f"; {note}" for note in notes)
     )
     return done

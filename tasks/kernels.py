@@ -7,16 +7,19 @@ while the training process builds the scene; when the simulator first launches o
 threads compile little faster than one after another. A module already in the cache is skipped at once, so a warm
 start pays next to nothing.
 
-A module the simulator needs before a worker has finished it is built by the training process too (both arrive at
-the same files). A kernel declared with a Warp module of its own (``module="unique"``, named after its source hash)
+The training process does not wait for the workers: it goes on to the first step, where it compiles the kernels
+that cannot be named ahead (see below) while the workers build the named ones. When it loads a module that a
+worker is still building, it waits for that worker instead of building the module a second time. A kernel declared with a Warp module of its own (``module="unique"``, named after its source hash)
 is listed as ``python.module:kernel``. Modules with generic kernels, or whose kernels are made while the simulator
 runs (closures specialised to the model), cannot be named ahead; they still compile when first used.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +35,16 @@ class Precompiled:
     """Listed names that are not an importable module holding Warp kernels (another Isaac Lab version)."""
     failed: list[str] = field(default_factory=list)
     """``name: error`` of modules that did not build ahead (they build when first used)."""
+    left: list[str] = field(default_factory=list)
+    """Modules no worker began: the simulator needed them first and built them itself, or the workers were stopped
+    before them (they build when first used)."""
     workers: int = 0
     """Worker processes used."""
     seconds: float = 0.0
-    """Wall-clock time from starting the workers to collecting their results (with none started: of looking the
+    """Wall-clock time from starting the workers to the last one's result (with none started: of looking the
     modules up in the cache)."""
+    waited: float = 0.0
+    """Seconds the training process waited, at a module's first use, for a worker still building it."""
 
 
 MAX_WORKERS = 8
@@ -77,15 +85,32 @@ def _import_warp_module(name: str):
     return module if module.kernels else None
 
 
+_started = None
+"""In a worker process: the shared flags through which it tells the training process which module it has begun."""
+
+
+def _remember_flags(flags) -> None:
+    global _started
+    _started = flags
+
+
 def build_one(
-    name: str, device: str, cache_dir: str | None = None, options: dict[str, Any] | None = None
+    name: str,
+    device: str,
+    cache_dir: str | None = None,
+    options: dict[str, Any] | None = None,
+    index: int | None = None,
 ) -> dict[str, Any]:
     """Import the Python module of ``name`` (see :func:`_import_warp_module`) and build its Warp module for ``device``
     into the kernel cache, without loading it; returns ``{"name", "hash"}``, or ``{"name", "missing": True}``, or ``{"name", "error"}``.
 
     ``options`` are the training process's ``warp.config`` settings that decide a build (``enable_backward``,
-    ``cuda_output``): a module built with others is another build, which the simulator would not use."""
+    ``cuda_output``): a module built with others is another build, which the simulator would not use. In a worker,
+    ``index`` is the module's place among the shared start flags, set as the build begins."""
     import warp as wp
+
+    if index is not None and _started is not None:
+        _started[index] = 1
 
     for key, value in (options or {}).items():
         setattr(wp.config, key, value)
@@ -117,24 +142,82 @@ def build_options() -> dict[str, Any]:
     return {"enable_backward": bool(wp.config.enable_backward), "cuda_output": wp.config.cuda_output}
 
 
+class _LoadAfterWorker:
+    """While workers build modules, Warp's ``Module.load`` in this process first waits for the worker that has begun
+    the module it loads (then finds the build in the cache) instead of building it too; a module no worker has
+    begun is taken back from the queue and built here at once. Removed once no module is pending, so launches
+    afterwards pay nothing."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, tuple[Any, Any, int]] = {}  # id(warp Module) -> (its worker's future, flags, index)
+        self.waited = 0.0
+        self._original = None
+
+    def add(self, entries) -> None:
+        """``entries``: (warp module, its worker's future, the pool's start flags, the module's index in them)."""
+        from warp._src.context import Module
+
+        self.pending.update((id(module), (future, flags, index)) for module, future, flags, index in entries)
+        if self.pending and self._original is None:
+            self._original = original = Module.load
+
+            def load(module, device, block_dim=None, *args, **kwargs):
+                entry = self.pending.pop(id(module), None)
+                if entry is not None:
+                    future, flags, index = entry
+                    # Not begun: the training process builds it now rather than wait for the modules queued before
+                    # it. Begun (or already handed to a worker's queue, which cannot be taken back): wait for it.
+                    if not future.done() and (flags[index] or not future.cancel()):
+                        started = time.perf_counter()
+                        concurrent.futures.wait([future])
+                        self.waited += time.perf_counter() - started
+                    if not self.pending:
+                        self.remove()
+                return original(module, device, block_dim, *args, **kwargs)
+
+            Module.load = load
+
+    def drop(self, futures) -> None:
+        """Forget the modules of ``futures`` (their workers are done or stopped)."""
+        done = {id(future) for future in futures}
+        for key, (future, _, _) in list(self.pending.items()):
+            if id(future) in done:
+                self.pending.pop(key, None)
+        if not self.pending:
+            self.remove()
+
+    def remove(self) -> None:
+        if self._original is not None:
+            from warp._src.context import Module
+
+            Module.load, self._original = self._original, None
+
+
+_LOADS = _LoadAfterWorker()
+
+
 class Precompiler:
     """Worker processes building ``names`` for ``device``; :meth:`result` waits for them and says what they did.
 
     The named modules are imported here first (the simulator imports them anyway): those whose build is already in
-    the kernel cache need no worker, so a warm start starts none."""
+    the kernel cache need no worker, so a warm start starts none. With ``share``, until the workers are done, a
+    module of theirs that this process loads waits for the worker that has begun it, or is taken back and built here
+    (:class:`_LoadAfterWorker`). When the last one is done, the pool shuts down by itself and its processes exit."""
 
-    def __init__(self, names: list[str], device: str, workers: int = 0) -> None:
+    def __init__(self, names: list[str], device: str, workers: int = 0, share: bool = True) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         import warp as wp
 
         self.started = time.perf_counter()
+        self._waited_before = _LOADS.waited
         wp.init()
         target = wp.get_device(device)
         self.cached: dict[str, str] = {}
         self.missing: list[str] = []
         todo: list[tuple[int, str]] = []
+        imported: dict[str, Any] = {}
         for name in names:
             module = _import_warp_module(name)
             if module is None:
@@ -148,6 +231,7 @@ class Precompiler:
                 self.cached[name] = module.get_module_hash(block_dim).hex()
             else:
                 todo.append((len(module.kernels), name))
+                imported[name] = module
         # Largest first (by kernel count, a proxy for build time): with fewer workers than modules, the longest
         # builds start at once instead of after the short ones, which shortens the wait for the last one.
         self.order = [name for _, name in sorted(todo, key=lambda item: -item[0])]
@@ -155,22 +239,53 @@ class Precompiler:
         self.checked = time.perf_counter() - self.started
         self._pool = None
         self._futures = []
+        self._finished: float | None = None
+        self._closing = threading.Lock()
+        self._closed = False
+        self._result: Precompiled | None = None
         if self.order:
             # Spawned, not forked: the training process already holds CUDA and threads.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            context = multiprocessing.get_context("spawn")
+            flags = context.RawArray("b", len(self.order))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_remember_flags, initargs=(flags,)
+            )
             cache_dir = wp.config.kernel_cache_dir
             options = build_options()
-            self._futures = [self._pool.submit(build_one, name, device, cache_dir, options) for name in self.order]
+            self._futures = [
+                self._pool.submit(build_one, name, device, cache_dir, options, index)
+                for index, name in enumerate(self.order)
+            ]
+            if share:  # else this process builds what it needs regardless of the workers
+                _LOADS.add(
+                    (imported[name], future, flags, index)
+                    for index, (name, future) in enumerate(zip(self.order, self._futures, strict=True))
+                )
+            threading.Thread(target=self._shut_down_when_done, name="rlforge-kernel-workers", daemon=True).start()
+
+    def _shut_down_when_done(self) -> None:
+        concurrent.futures.wait(self._futures)
+        self._finished = time.perf_counter()
+        self.close()
+
+    def ready(self) -> int:
+        """How many of the modules given to workers are done (built, or failed)."""
+        return sum(future.done() for future in self._futures)
 
     def result(self) -> Precompiled:
-        """Wait for every worker, then shut them down."""
+        """Wait for every worker, then shut them down (the same answer on every call)."""
+        if self._result is not None:
+            return self._result
         done = Precompiled(modules=dict(self.cached), missing=list(self.missing), workers=self.workers)
         try:
-            for future in self._futures:
+            for name, future in zip(self.order, self._futures, strict=True):
+                if future.cancelled():
+                    done.left.append(name)
+                    continue
                 try:
                     outcome = future.result()
-                except Exception as error:  # noqa: BLE001 - a worker that died loses only its module
-                    done.failed.append(f"worker: {error}")
+                except Exception as error:  # noqa: BLE001 - a worker that died, or one stopped by close()
+                    done.failed.append(f"worker: {error or type(error).__name__}")
                     continue
                 if outcome.get("missing"):
                     done.missing.append(outcome["name"])
@@ -181,13 +296,19 @@ class Precompiler:
         finally:
             self.close()
         # With no worker, the time is that of looking the modules up in the cache, not of the wait for result().
-        done.seconds = time.perf_counter() - self.started if self._pool is not None else self.checked
+        finished = self._finished or time.perf_counter()
+        done.seconds = finished - self.started if self._pool is not None else self.checked
+        done.waited = _LOADS.waited - self._waited_before
+        self._result = done
         return done
 
     def close(self) -> None:
-        """Stop the workers without waiting for modules not started yet."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers without waiting for modules not started yet; this process builds any it still needs."""
+        with self._closing:  # from this process's thread and from the one that shuts the pool down when it is done
+            if self._pool is not None and not self._closed:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                _LOADS.drop(self._futures)
+                self._closed = True
 
 
 def precompile(names: list[str], device: str, workers: int = 0) -> Precompiled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,70 @@ def test_module_built_by_a_worker_is_the_build_the_first_launch_uses(modules, tm
     again = kernels.Precompiler([modules["plain"]], "cpu")
     assert again.workers == 0, "a module already in the cache needs no worker"
     assert again.result().modules == done.modules
+
+
+def test_a_module_a_worker_is_building_is_waited_for_at_first_use_not_built_twice(modules, monkeypatch):
+    from warp._src.context import Module
+
+    original_load = Module.load
+    builds: list[tuple[str, bool]] = []
+    original_compile = Module._compile
+
+    def recording_compile(module, *args, **kwargs):
+        compiled = original_compile(module, *args, **kwargs)
+        builds.append((module.name, compiled))
+        return compiled
+
+    monkeypatch.setattr(Module, "_compile", recording_compile)
+    started = kernels.Precompiler([modules["plain"]], "cpu", workers=1)
+    try:
+        # The worker process is still starting (spawn, then importing Warp) when the first launch comes.
+        assert not started._futures[0].done()
+        assert Module.load is not original_load
+        assert _run(modules["plain"], "double", [1.0, 2.0]) == [2.0, 4.0]
+        assert started._futures[0].done(), "the launch went ahead of the worker building its module"
+        assert builds == [(modules["plain"], False)], "built here as well as by the worker"
+        assert Module.load is original_load, "nothing left to wait for: Warp's own load again"
+        done = started.result()
+    finally:
+        started.close()
+    assert list(done.modules) == [modules["plain"]] and done.waited > 0
+
+
+def test_a_module_no_worker_has_begun_is_taken_back_and_built_at_once(modules, tmp_path):
+    copies = []
+    for index in range(3):
+        name = f"{modules['plain']}_copy{index}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(SOURCE))
+        copies.append(name)
+    started = kernels.Precompiler(copies, "cpu", workers=1)
+    try:
+        # One worker holds at most two modules (the one it builds and the next); the third is still queued here.
+        assert _run(copies[2], "double", [1.0, 3.0]) == [2.0, 6.0]
+        assert started._futures[2].cancelled()
+        done = started.result()
+    finally:
+        started.close()
+        for name in copies:
+            sys.modules.pop(name, None)
+    assert done.left == [copies[2]] and sorted(done.modules) == copies[:2] and done.waited == 0
+
+
+def test_workers_done_restore_warps_load_and_shut_down_by_themselves(modules):
+    from warp._src.context import Module
+
+    original_load = Module.load
+    started = kernels.Precompiler([modules["plain"]], "cpu", workers=1)
+    try:
+        started._futures[0].result(timeout=120)
+        deadline = time.monotonic() + 30
+        while Module.load is not original_load and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Module.load is original_load
+        assert started.ready() == 1 and started.result().waited == 0
+    finally:
+        started.close()
+        Module.load = original_load
 
 
 def test_module_changed_after_import_is_reported_as_rebuilt(modules):

@@ -145,7 +145,9 @@ def test_h1_rough_trains_two_iterations_then_resumes_to_four(tmp_path):
     assert first.returncode == 0, first.stderr[-4000:]
     run_dir = only_run(tmp_path / "outputs" / "h1_rough")
     startup = (run_dir / "startup.log").read_text()  # the compact console's home for start-up output
-    assert re.search(r"Warp kernels: [1-9]\d* modules built ahead", startup), "the task's kernels were not built ahead"
+    # All found in the kernel cache, or built by workers (with training started before the last was done).
+    built_ahead = r"Warp kernels: (\d+ of )?[1-9]\d* modules built ahead"
+    assert re.search(built_ahead, startup), "the task's kernels were not built ahead"
     assert "left to first use" not in startup and "not found" not in startup
     assert adam_steps(run_dir / "checkpoints" / "model_2.pt") == 2 * 20
     second = run_train([*args, "algo.max_iterations=4", "resume=true"], cwd=tmp_path, timeout=900)
