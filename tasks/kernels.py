@@ -145,7 +145,7 @@ def build_options() -> dict[str, Any]:
 class _LoadAfterWorker:
     """While workers build modules, Warp's ``Module.load`` in this process first waits for the worker that has begun
     the module it loads (then finds the build in the cache) instead of building it too; a module no worker has
-    begun is taken back from the queue and built here at once. Removed once no module is pending, so launches
+    begun is built here at once (and taken from the workers' queue where it still can be). Removed once no module is pending, so launches
     afterwards pay nothing."""
 
     def __init__(self) -> None:
@@ -165,12 +165,14 @@ class _LoadAfterWorker:
                 entry = self.pending.pop(id(module), None)
                 if entry is not None:
                     future, flags, index = entry
-                    # Not begun: the training process builds it now rather than wait for the modules queued before
-                    # it. Begun (or already handed to a worker's queue, which cannot be taken back): wait for it.
-                    if not future.done() and (flags[index] or not future.cancel()):
+                    # Begun by a worker: wait for it. Not begun: build it here now rather than wait for the builds
+                    # ahead of it (taken from the queue; one already handed to a worker is built there as well).
+                    if not future.done() and flags[index]:
                         started = time.perf_counter()
                         concurrent.futures.wait([future])
                         self.waited += time.perf_counter() - started
+                    elif not future.done():
+                        future.cancel()
                     if not self.pending:
                         self.remove()
                 return original(module, device, block_dim, *args, **kwargs)
@@ -246,7 +248,7 @@ class Precompiler:
         if self.order:
             # Spawned, not forked: the training process already holds CUDA and threads.
             context = multiprocessing.get_context("spawn")
-            flags = context.RawArray("b", len(self.order))
+            flags = self._begun = context.RawArray("b", len(self.order))
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_remember_flags, initargs=(flags,)
             )
@@ -267,6 +269,10 @@ class Precompiler:
         concurrent.futures.wait(self._futures)
         self._finished = time.perf_counter()
         self.close()
+
+    def begun(self, name: str) -> bool:
+        """Whether a worker has begun building ``name``."""
+        return bool(self._begun[self.order.index(name)])
 
     def ready(self) -> int:
         """How many of the modules given to workers are done (built, or failed)."""

@@ -117,8 +117,11 @@ def test_a_module_a_worker_is_building_is_waited_for_at_first_use_not_built_twic
     monkeypatch.setattr(Module, "_compile", recording_compile)
     started = kernels.Precompiler([modules["plain"]], "cpu", workers=1)
     try:
-        # The worker process is still starting (spawn, then importing Warp) when the first launch comes.
-        assert not started._futures[0].done()
+        deadline = time.monotonic() + 60
+        while not started.begun(modules["plain"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Begun, not done: a build on the CPU takes seconds.
+        assert started.begun(modules["plain"]) and not started._futures[0].done()
         assert Module.load is not original_load
         assert _run(modules["plain"], "double", [1.0, 2.0]) == [2.0, 4.0]
         assert started._futures[0].done(), "the launch went ahead of the worker building its module"
@@ -138,7 +141,9 @@ def test_a_module_no_worker_has_begun_is_taken_back_and_built_at_once(modules, t
         copies.append(name)
     started = kernels.Precompiler(copies, "cpu", workers=1)
     try:
-        # One worker holds at most two modules (the one it builds and the next); the third is still queued here.
+        # The worker is still starting: no module is begun. The third is still in the queue here (a worker's own
+        # queue holds the one it builds and the next), so it is taken back; it is built here, not waited for.
+        assert not started.begun(copies[2])
         assert _run(copies[2], "double", [1.0, 3.0]) == [2.0, 6.0]
         assert started._futures[2].cancelled()
         done = started.result()
