@@ -1,16 +1,21 @@
-"""The topology Newton derives from a large collision mesh, kept on disk: its unique edges and whether it is closed.
+"""The topology Newton derives from a large collision mesh, kept on disk: its unique edges, whether it is closed, and
+which of its vertices coincide.
 
 When Newton finalizes a model it computes, for every collidable triangle mesh, the mesh's unique edges (for
-edge contacts) and whether every edge is shared by exactly two triangles (which picks the collision kernels'
-inside test). For a generated rough terrain, a million triangles, that is two sorts of three million edges:
-seconds of every start, and a pure function of the mesh's vertices and triangles. This module keeps both on
+edge contacts), whether every edge is shared by exactly two triangles (which picks the collision kernels'
+inside test), and an id per vertex that folds coincident vertices together (which endpoints each edge owns);
+Newton recomputes the ids at each use. For a generated rough terrain, a million triangles, that is two sorts of
+three million edges and up to three of its vertices: seconds of every start, and a pure function of the mesh's
+vertices and triangles. This module keeps both on
 disk under ``$RLFORGE_CACHE/mesh_topology`` (default ``~/.cache/rlforge/mesh_topology``), keyed by a digest of
 the mesh's vertices and triangles and Newton's version: before the model is finalized, a mesh whose topology
 was kept gets it back (Newton then finds it computed); after, what Newton computed for the others is saved.
 
 Only meshes of at least :data:`MIN_TRIANGLES` are kept (a robot's links are small). Newton keeps
-the two results in the mesh's private ``_edges`` and ``_is_watertight`` fields, computed lazily and cleared
-whenever the geometry changes; :func:`supported` checks they exist, and a Newton without them runs as before.
+the first two results in the mesh's private ``_edges`` and ``_is_watertight`` fields, computed lazily and cleared
+whenever the geometry changes; :func:`supported` checks they exist, and a Newton without them runs as before. The
+vertex ids come from the mesh's private ``_canonical_vertex_ids()``, which is given the kept ids (or, on a first
+start, remembers what it computed) for as long as the mesh keeps the same vertex array.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from core.rundir import write_npz_atomic
 
-FORMAT = 1
+FORMAT = 2
 """Bumped when the saved layout changes."""
 MIN_TRIANGLES = 100_000
 """Meshes with fewer triangles are left to Newton (their analysis costs a small share of a start)."""
@@ -61,6 +66,29 @@ def supported(mesh: Any) -> bool:
     return hasattr(mesh, "_edges") and hasattr(mesh, "_is_watertight") and hasattr(type(mesh), "edges")
 
 
+def _keeps_vertex_ids(mesh: Any) -> bool:
+    return callable(getattr(type(mesh), "_canonical_vertex_ids", None)) and hasattr(mesh, "_vertices")
+
+
+def remember_vertex_ids(mesh: Any, ids: np.ndarray | None = None) -> None:
+    """Make ``mesh._canonical_vertex_ids()`` answer ``ids`` (or, without them, what Newton computes at the first call)
+    while the mesh keeps its vertex array; a mesh given new vertices computes them again, as Newton does."""
+    if not _keeps_vertex_ids(mesh):
+        return
+    compute = type(mesh)._canonical_vertex_ids
+    vertices = mesh._vertices
+    kept = [ids]
+
+    def canonical_vertex_ids() -> np.ndarray:
+        if mesh._vertices is not vertices:
+            return compute(mesh)
+        if kept[0] is None:
+            kept[0] = compute(mesh)
+        return kept[0]
+
+    mesh._canonical_vertex_ids = canonical_vertex_ids
+
+
 def large_meshes(builder: Any) -> list[Any]:
     """The distinct triangle meshes of ``builder``'s shapes with at least :data:`MIN_TRIANGLES` triangles."""
     from newton import Mesh
@@ -87,14 +115,22 @@ def load(mesh: Any, folder: Path | None = None, *, path: Path | None = None) -> 
         with np.load(path) as saved:
             edges = saved["edges"]
             watertight = bool(saved["watertight"])
+            ids = saved["vertex_ids"] if "vertex_ids" in saved.files else None
     except (OSError, KeyError, ValueError) as error:
         print(f"[rlforge] mesh topology {path.name} unreadable ({error}); Newton computes it")
         return False
-    if edges.ndim != 2 or edges.shape[1] != 2 or (len(edges) and int(edges.max()) >= len(mesh.vertices)):
+    vertices = len(mesh.vertices)
+    if (
+        edges.ndim != 2
+        or edges.shape[1] != 2
+        or (len(edges) and int(edges.max()) >= vertices)
+        or (ids is not None and (ids.shape != (vertices,) or (vertices and int(ids.max()) >= vertices)))
+    ):
         print(f"[rlforge] mesh topology {path.name} does not fit its mesh; Newton computes it")
         return False
     mesh._edges = edges
     mesh._is_watertight = watertight
+    remember_vertex_ids(mesh, ids)
     return True
 
 
@@ -103,7 +139,10 @@ def save(mesh: Any, folder: Path | None = None, *, path: Path | None = None) -> 
     :func:`entry_path`); None if it could not be written."""
     path = path or entry_path(mesh, folder)
     try:
-        write_npz_atomic(path, {"edges": np.asarray(mesh.edges), "watertight": np.asarray(bool(mesh.is_watertight))})
+        topology = {"edges": np.asarray(mesh.edges), "watertight": np.asarray(bool(mesh.is_watertight))}
+        if _keeps_vertex_ids(mesh):
+            topology["vertex_ids"] = np.asarray(mesh._canonical_vertex_ids())
+        write_npz_atomic(path, topology)
     except OSError as error:  # a read-only or full cache folder costs the next start the analysis, nothing else
         print(f"[rlforge] mesh topology not kept ({error})")
         return None
@@ -130,6 +169,7 @@ class TopologyCache:
             if load(mesh, path=path):
                 self.loaded += 1
             else:
+                remember_vertex_ids(mesh)  # computed once for Newton's uses and the save, not at each
                 self._missed.append((mesh, path))
 
     def after_finalize(self) -> None:

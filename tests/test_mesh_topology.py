@@ -49,26 +49,48 @@ def finalized(mesh, cache=None):
     return model
 
 
-def test_kept_topology_gives_the_model_newton_builds(small_threshold, terrain_arrays):
+def test_kept_topology_gives_the_model_newton_builds(small_threshold, terrain_arrays, monkeypatch):
+    from newton import Mesh
+
     topology = small_threshold
     vertices, faces = terrain_arrays
     assert len(faces) >= topology.MIN_TRIANGLES
     plain = finalized(newton_mesh(vertices, faces))
 
+    computed = []
+    newtons_own = Mesh._canonical_vertex_ids
+
+    def counted(mesh):
+        computed.append(mesh)
+        return newtons_own(mesh)
+
+    monkeypatch.setattr(Mesh, "_canonical_vertex_ids", counted)
     first = topology.TopologyCache()
     finalized(newton_mesh(vertices, faces), first)
     assert (first.loaded, first.saved) == (0, 1)
     assert len(list(topology.cache_dir().glob("*.npz"))) == 1
+    assert len(computed) == 1, "the vertex ids were computed more than once for the finalize and the save"
 
     second = topology.TopologyCache()
     mesh = newton_mesh(vertices, faces)
     model = finalized(mesh, second)
     assert (second.loaded, second.saved) == (1, 0)
+    assert len(computed) == 1, "the kept vertex ids were computed again"
     reference = newton_mesh(vertices, faces)
     np.testing.assert_array_equal(mesh._edges, reference.edges)
     assert mesh._is_watertight == reference.is_watertight
-    for name in ("mesh_edge_indices", "shape_edge_range", "_shape_mesh_properties"):
+    np.testing.assert_array_equal(mesh._canonical_vertex_ids(), newtons_own(reference))
+    for name in (
+        "mesh_edge_indices",
+        "shape_edge_range",
+        "_shape_mesh_properties",
+        "mesh_edge_centers",
+        "mesh_edge_halves",
+    ):
         np.testing.assert_array_equal(getattr(model, name).numpy(), getattr(plain, name).numpy(), err_msg=name)
+    # New vertices: the ids follow them, as Newton's own would.
+    mesh.vertices = vertices[::-1].copy()
+    np.testing.assert_array_equal(mesh._canonical_vertex_ids(), newtons_own(mesh))
 
 
 def test_a_changed_mesh_misses_the_kept_topology(small_threshold, terrain_arrays):
