@@ -9,8 +9,9 @@ start pays next to nothing.
 
 The training process does not wait for the workers: it goes on to the first step, where it compiles the kernels
 that cannot be named ahead (see below) while the workers build the named ones. When it loads a module that a
-worker is still building, it waits for that worker instead of building the module a second time. A kernel declared with a Warp module of its own (``module="unique"``, named after its source hash)
-is listed as ``python.module:kernel``. Modules with generic kernels, or whose kernels are made while the simulator
+worker has begun, it waits for that worker instead of building the module a second time; one that no worker has
+begun it builds at once. A kernel declared with a Warp module of its own (``module="unique"``, named after its
+source hash) is listed as ``python.module:kernel``. Modules with generic kernels, or whose kernels are made while the simulator
 runs (closures specialised to the model), cannot be named ahead; they still compile when first used.
 """
 
@@ -145,8 +146,8 @@ def build_options() -> dict[str, Any]:
 class _LoadAfterWorker:
     """While workers build modules, Warp's ``Module.load`` in this process first waits for the worker that has begun
     the module it loads (then finds the build in the cache) instead of building it too; a module no worker has
-    begun is built here at once (and taken from the workers' queue where it still can be). Removed once no module is pending, so launches
-    afterwards pay nothing."""
+    begun is built here at once (and taken from the workers' queue where it still can be). Removed once no module is
+    pending, so launches afterwards pay nothing."""
 
     def __init__(self) -> None:
         self.pending: dict[int, tuple[Any, Any, int]] = {}  # id(warp Module) -> (its worker's future, flags, index)
