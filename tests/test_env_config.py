@@ -97,3 +97,45 @@ def test_bad_escape_hatch_path_fails():
     assert target.scene.env_spacing == 3.0
     with pytest.raises(ValueError, match="scene.spacing' does not exist"):
         set_dotted(target, "scene.spacing", 1.0)
+
+
+REGISTRATION = """
+import builtins, gymnasium as gym
+from omegaconf import OmegaConf
+from tasks.isaaclab_env import register_isaaclab_task
+
+def task(id, module):
+    return OmegaConf.create({"isaaclab_id": id, "isaaclab_module": module})
+
+try:
+    register_isaaclab_task(task("Isaac-Velocity-Rough-H1", "isaaclab_tasks.no_such_package"))
+except ValueError as error:
+    print("bad module:", error)
+register_isaaclab_task(task("Isaac-Velocity-Rough-H1", "isaaclab_tasks.core.velocity.config.h1"))
+print("h1:", "Isaac-Velocity-Rough-H1" in gym.registry, "Isaac-Velocity-Rough-AnymalD" in gym.registry)
+register_isaaclab_task(task("Isaac-Velocity-Rough-AnymalD", None))
+print("every task:", "Isaac-Velocity-Rough-AnymalD" in gym.registry)
+try:
+    register_isaaclab_task(task("Isaac-No-Such-Task", None))
+except ValueError as error:
+    print("unknown id:", error)
+"""
+
+
+def test_the_named_package_alone_registers_the_task_and_every_task_registers_without_it():
+    """In a fresh interpreter (gymnasium's registry is per process): the H1 package registers H1 and nothing else,
+    a later task without a package gets every Isaac Lab task registered, and bad names say what to set."""
+    import subprocess
+    import sys
+
+    from rlforge_testing import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", REGISTRATION], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert "task.isaaclab_module=null" in lines["bad module"] and "no_such_package" in lines["bad module"]
+    assert lines["h1"] == "True False", "the H1 package alone was imported, not every task"
+    assert lines["every task"] == "True"
+    assert "Isaac-No-Such-Task" in lines["unknown id"]
