@@ -30,6 +30,7 @@ OPERATIONAL_KEYS = (
     "task.objective",
     "task.kernels",
     "task.terrain.solver_stand_in",
+    "task.isaaclab_module",
 )
 
 
