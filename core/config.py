@@ -253,10 +253,6 @@ class TaskConfig:
     ones listed, before anything is built."""
     isaaclab_id: str | None = None
     """Isaac Lab's registered environment id that this task starts from."""
-    isaaclab_module: str | None = None
-    """The Python package that registers ``isaaclab_id`` (for the H1 tasks ``isaaclab_tasks.core.velocity.config.h1``):
-    only it is imported, sparing the start Isaac Lab's registration of every task it ships. None registers them all,
-    as ``import isaaclab_tasks`` does."""
     num_envs: int = 4096
     """Environments simulated in parallel (per process)."""
     episode_length_s: float = 20.0

@@ -30,7 +30,6 @@ OPERATIONAL_KEYS = (
     "task.objective",
     "task.kernels",
     "task.terrain.solver_stand_in",
-    "task.isaaclab_module",
 )
 
 

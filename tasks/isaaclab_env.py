@@ -129,47 +129,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def register_isaaclab_task(task: DictConfig) -> None:
-    """Register ``task.isaaclab_id`` with gymnasium: by importing ``task.isaaclab_module`` alone when it is set, else
-    (or when that package did not register it) every task Isaac Lab ships, as ``import isaaclab_tasks`` does."""
-    import builtins
-    import sys
-
-    import gymnasium as gym
-
-    if task.isaaclab_id in gym.registry:
-        return
-    if task.isaaclab_module:
-        if "isaaclab_tasks" not in sys.modules:
-            # Isaac Lab's own switch: ``isaaclab_tasks`` imports without registering every task it ships.
-            builtins._isaaclab_tasks_registered = True
-            builtins._rlforge_skipped_isaaclab_tasks = True
-        try:
-            importlib.import_module(task.isaaclab_module)
-        except ImportError as error:
-            raise ValueError(
-                f"task.isaaclab_module={task.isaaclab_module} does not import ({error}); name the package that "
-                f"registers {task.isaaclab_id}, or set task.isaaclab_module=null to register every Isaac Lab task"
-            ) from error
-        if task.isaaclab_id in gym.registry:
-            return
-    import isaaclab_tasks
-
-    if getattr(builtins, "_rlforge_skipped_isaaclab_tasks", False):
-        # Imported earlier in this process with the registration skipped: run it now.
-        builtins._isaaclab_tasks_registered = False
-        builtins._rlforge_skipped_isaaclab_tasks = False
-        importlib.reload(isaaclab_tasks)
-    if task.isaaclab_id not in gym.registry:
-        where = (
-            f" (task.isaaclab_module={task.isaaclab_module} did not register it either)" if task.isaaclab_module else ""
-        )
-        raise ValueError(f"task.isaaclab_id={task.isaaclab_id} is not an Isaac Lab task registered here{where}")
-
-
 def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
     """Isaac Lab's env config for ``task.isaaclab_id``, with every field of the task config applied."""
-    register_isaaclab_task(task)
     from isaaclab_tasks.utils import resolve_task_config
 
     if task.frontend == "warp" and task.physics != "newton_mjwarp":

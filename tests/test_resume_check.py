@@ -45,11 +45,3 @@ def test_schema_defaults_are_read_through_the_config_groups():
     assert resume.schema_default("seed") == 42
     assert resume.schema_default("task.no_such_setting") is resume.MISSING_DEFAULT
     assert resume.schema_default("algo") is resume.MISSING_DEFAULT
-
-
-def test_a_run_recorded_before_the_h1_tasks_named_their_isaaclab_package_resumes(composed):
-    recorded = copy.deepcopy(composed)
-    del recorded["task"]["isaaclab_module"]  # the H1 tasks set it away from its default (null)
-    found = resume.check_resume(recorded, composed, accept=False, run_dir="run")
-    assert found["learned"] == []
-    assert len(found["operational"]) == 1 and found["operational"][0].startswith("task.isaaclab_module:")
