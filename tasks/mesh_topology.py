@@ -6,9 +6,10 @@ edge contacts), whether every edge is shared by exactly two triangles (which pic
 inside test), and an id per vertex that folds coincident vertices together (which endpoints each edge owns);
 Newton recomputes the ids at each use. For a generated rough terrain, a million triangles, that is two sorts of
 three million edges and up to three sorts of its vertices: seconds of every start, and a pure function of the
-mesh's vertices and triangles. This module keeps all three on disk under ``$RLFORGE_CACHE/mesh_topology`` (default ``~/.cache/rlforge/mesh_topology``), keyed by a digest of
-the mesh's vertices and triangles and Newton's version: before the model is finalized, a mesh whose topology
-was kept gets it back (Newton then finds it computed); after, what Newton computed for the others is saved.
+mesh's vertices and triangles. This module keeps all three on disk under ``$RLFORGE_CACHE/mesh_topology``
+(default ``~/.cache/rlforge/mesh_topology``), keyed by a digest of the mesh's vertices and triangles and Newton's
+version: before the model is finalized, a mesh whose topology was kept gets it back (Newton then finds it
+computed); after, what Newton computed for the others is saved.
 
 Only meshes of at least :data:`MIN_TRIANGLES` are kept (a robot's links are small). Newton keeps
 the first two results in the mesh's private ``_edges`` and ``_is_watertight`` fields, computed lazily and cleared
