@@ -120,9 +120,8 @@ def test_a_module_a_worker_is_building_is_waited_for_at_first_use_not_built_twic
         deadline = time.monotonic() + 60
         while not started.begun(modules["plain"]) and time.monotonic() < deadline:
             time.sleep(0.01)
-        # Begun, not done: a build on the CPU takes seconds.
-        assert started.begun(modules["plain"]) and not started._futures[0].done()
-        assert Module.load is not original_load
+        assert started.begun(modules["plain"])
+        finished_first = started._futures[0].done()  # a build on the CPU takes seconds: next to never
         assert _run(modules["plain"], "double", [1.0, 2.0]) == [2.0, 4.0]
         assert started._futures[0].done(), "the launch went ahead of the worker building its module"
         assert builds == [(modules["plain"], False)], "built here as well as by the worker"
@@ -130,7 +129,8 @@ def test_a_module_a_worker_is_building_is_waited_for_at_first_use_not_built_twic
         done = started.result()
     finally:
         started.close()
-    assert list(done.modules) == [modules["plain"]] and done.waited > 0
+    assert list(done.modules) == [modules["plain"]]
+    assert done.waited > 0 or finished_first, "the launch did not wait for the worker"
 
 
 def test_a_module_no_worker_has_begun_is_taken_back_and_built_at_once(modules, tmp_path):
