@@ -82,9 +82,11 @@ def run_training(overrides: list[str], iterations: int, ahead: bool, times: Load
     iterations (timing Warp's module loads into ``times`` if given); returns (composed config, device, what was
     compiled ahead or None)."""
     # With --check every listed module is built by a worker, to show that it can be built ahead.
-    cfg = compose_config(
-        [*overrides, f"task.kernels.precompile={str(ahead).lower()}", "task.kernels.wait_for_workers=true"]
-    )
+    if ahead:
+        kernels = ["task.kernels.precompile=true", "task.kernels.wait_for_workers=true"]
+    else:
+        kernels = ["task.kernels.precompile=false"]
+    cfg = compose_config([*overrides, *kernels])
     if times is not None:
         times.install()
     try:

@@ -276,14 +276,7 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
         if precompiler is not None:
             info["precompiler"] = precompiler
-            if task.kernels.wait_for_workers or precompiler.ready() == len(precompiler.order):
-                _report(precompiler.result())
-            else:
-                plural = "es" if precompiler.workers != 1 else ""
-                print(
-                    f"[rlforge] Warp kernels: {precompiler.ready()} of {len(precompiler.order)} modules built ahead "
-                    f"by {precompiler.workers} worker process{plural} so far; training starts while they build the rest"
-                )
+            _report(precompiler, wait=bool(task.kernels.wait_for_workers))
         close = stack.pop_all().close  # built: the caller closes it from here on
     return EnvHandle(env=wrapped, close=close, info=info)
 
@@ -335,6 +328,11 @@ def _start_precompile(task: DictConfig, device: str):
     """Start building the task's named Warp modules in worker processes (one set per machine: local rank 0)."""
     from core.distributed import dist_info
 
+    if task.kernels.wait_for_workers and not task.kernels.precompile:
+        raise ValueError(
+            "task.kernels.wait_for_workers=true waits for the kernel workers, which task.kernels.precompile=false "
+            "turns off; drop one of the two"
+        )
     names = modules_built_ahead(task)
     if not (task.kernels.precompile and names) or dist_info().local_rank != 0:
         return None
@@ -343,18 +341,25 @@ def _start_precompile(task: DictConfig, device: str):
     return Precompiler(names, device, int(task.kernels.workers), share=not task.kernels.wait_for_workers)
 
 
-def _report(done):
-    """Print what the kernel workers did (``[rlforge] Warp kernels: ...``); returns ``done``."""
+def _report(precompiler, wait: bool) -> None:
+    """Print what the kernel workers did (``[rlforge] Warp kernels: ...``): with ``wait``, or once they are all done,
+    after waiting for them; otherwise how far they are as training starts."""
+    plural = "es" if precompiler.workers != 1 else ""
+    if not wait and precompiler.ready() < len(precompiler.order):
+        print(
+            f"[rlforge] Warp kernels: {precompiler.ready()} of {len(precompiler.order)} modules built ahead "
+            f"by {precompiler.workers} worker process{plural} so far; training starts while they build the rest"
+        )
+        return
+    done = precompiler.result()
     notes = [f"not found: {', '.join(done.missing)}"] if done.missing else []
     notes += [f"left to first use: {'; '.join(done.failed)}"] if done.failed else []
     notes += (
         [f"built by the simulator itself, needed before a worker began them: {len(done.left)}"] if done.left else []
     )
-    plural = "es" if done.workers != 1 else ""
     how = f"by {done.workers} worker process{plural}" if done.workers else "(all found in the kernel cache)"
     waited = f"; the simulator waited {done.waited:.1f} s for them" if done.waited >= 0.05 else ""
     print(
         f"[rlforge] Warp kernels: {len(done.modules)} modules built ahead {how} in {done.seconds:.1f} s{waited}"
         + "".join(f"; {note}" for note in notes)
     )
-    return done

@@ -168,12 +168,13 @@ class _LoadAfterWorker:
                     future, flags, index = entry
                     # Begun by a worker: wait for it. Not begun: build it here now rather than wait for the builds
                     # ahead of it (taken from the queue; one already handed to a worker is built there as well).
-                    if not future.done() and flags[index]:
-                        started = time.perf_counter()
-                        concurrent.futures.wait([future])
-                        self.waited += time.perf_counter() - started
-                    elif not future.done():
-                        future.cancel()
+                    if not future.done():
+                        if flags[index]:
+                            started = time.perf_counter()
+                            concurrent.futures.wait([future])
+                            self.waited += time.perf_counter() - started
+                        else:
+                            future.cancel()
                     if not self.pending:
                         self.remove()
                 return original(module, device, block_dim, *args, **kwargs)

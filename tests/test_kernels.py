@@ -297,3 +297,11 @@ def test_kernel_with_a_module_of_its_own_is_listed_and_built_by_its_python_modul
         assert name in ahead and unique.name not in ahead
     finally:
         sys.modules.pop(python_module, None)
+
+
+def test_waiting_for_workers_that_are_turned_off_is_refused(compose_cfg):
+    from tasks.isaaclab_env import _start_precompile
+
+    cfg = compose_cfg(["task=h1_rough", "task.kernels.precompile=false", "task.kernels.wait_for_workers=true"])
+    with pytest.raises(ValueError, match=r"task\.kernels\.precompile=false turns off; drop one of the two"):
+        _start_precompile(cfg.task, "cpu")
