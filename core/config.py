@@ -221,7 +221,7 @@ class KernelsConfig:
     built by the training process as well (``scripts/warp_modules.py --check`` runs so, to see every listed module
     built by a worker). Off: the first step starts as soon as the environment is built and compiles what cannot be
     named ahead while the workers finish; a module it loads waits for the worker that has begun it, and one that no
-    worker has begun is taken from their queue and built at once."""
+    worker has begun is taken from their queue and built at once. Needs ``precompile`` (refused without it)."""
     backward: bool = False
     """Also generate and compile each kernel's adjoint (gradient) code. Training never differentiates through the
     simulator (PPO's gradients are PyTorch's), so it is off, which shortens every kernel build; Warp fixes the
