@@ -2,6 +2,7 @@
 
     python scripts/measure_first_iteration.py                          # h1_flat, 4 envs, CPU, 1 iteration
     python scripts/measure_first_iteration.py --task h1_rough --num-envs 8 --runs 3
+    python scripts/measure_first_iteration.py --imports 3 [--device cuda]  # what importing the stack costs
 
 Every run is a real ``train.py`` process with ``warp_cache_dir`` pointing at one fresh folder: the first run
 compiles every kernel into it, the later ones find them there. Figures come from each run's ledger, measured
@@ -11,6 +12,8 @@ from the process start (interpreter start-up and imports included); nothing here
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,6 +95,74 @@ def measure(settings: StartSettings, runs: int, cache: Path | None = None) -> li
     return rows
 
 
+IMPORT_GROUPS: dict[str, list[str]] = {
+    "Hydra": ["hydra", "omegaconf"],
+    "PyTorch": ["torch"],
+    "Warp, Newton, MuJoCo-Warp": ["warp", "newton", "mujoco_warp", "newton.solvers:SolverMuJoCo"],
+    "Isaac Lab": [
+        "isaaclab.envs",
+        "isaaclab_newton.physics.newton_manager",
+        "isaaclab_newton.sensors.ray_caster.newton_raycast_sensor",
+        "isaaclab_newton.assets",
+    ],
+    "learner (rsl-rl, TensorDict, torch._dynamo)": ["algos.ppo", "torch._dynamo"],
+}
+"""What a training start imports, in the order it does, grouped by library. Every group is imported by any
+``train.py`` start (torch._dynamo by PyTorch's optimizer at its first use, if TensorDict has not imported it)."""
+
+_IMPORT_CHILD = """
+import importlib, json, sys, time
+groups, device = json.loads(sys.argv[1]), sys.argv[2]
+times = {}
+for group, names in groups.items():
+    began = time.perf_counter()
+    for name in names:
+        module, _, attribute = name.partition(":")
+        loaded = importlib.import_module(module)
+        if attribute:
+            getattr(loaded, attribute)
+    times[group] = time.perf_counter() - began
+began = time.perf_counter()
+import torch, warp
+warp.init()
+if device.startswith("cuda"):
+    torch.zeros(1, device=device)
+    warp.get_device(device).context
+times["device start (PyTorch and Warp)"] = time.perf_counter() - began
+print(json.dumps(times))
+"""
+
+
+def measure_imports(runs: int, device: str, groups: dict[str, list[str]] | None = None) -> list[dict[str, float]]:
+    """Seconds each group of ``groups`` (default :data:`IMPORT_GROUPS`; ``module`` or ``module:attribute``) takes to import in a new process, then the device's start, in
+    ``runs`` processes one after another: the part of a start that precedes building anything."""
+    rows = []
+    for _ in range(runs):
+        result = subprocess.run(
+            [sys.executable, "-c", _IMPORT_CHILD, json.dumps(groups or IMPORT_GROUPS), device],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            sys.exit(f"importing the stack failed:\n{result.stderr[-3000:]}")
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def format_imports(rows: list[dict[str, float]], device: str) -> str:
+    """One line a group (median and range over the processes), then their sum."""
+    lines = [f"\nimporting the stack in a new process, {len(rows)} process(es), device {device}"]
+    header = f"{'':<46} {'median':>8} {'range':>14}"
+    lines += [header, "-" * len(header)]
+    for group in rows[0]:
+        values = [row[group] for row in rows]
+        lines.append(f"{group:<46} {statistics.median(values):>7.2f}s {min(values):>6.2f}-{max(values):.2f}s")
+    totals = [sum(row.values()) for row in rows]
+    lines.append(f"{'all of it':<46} {statistics.median(totals):>7.2f}s {min(totals):>6.2f}-{max(totals):.2f}s")
+    return "\n".join(lines)
+
+
 def format_rows(settings: StartSettings, rows: list[dict[str, float]]) -> str:
     """The printed table of every run, then how much sooner the kept cache made the first iteration."""
     lines = [
@@ -126,7 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="runs in a row sharing the cache (the first is cold)")
     parser.add_argument("overrides", nargs="*", help="more train.py overrides, e.g. task.kernels.backward=true")
     parser.add_argument("--cache", type=Path, help="kernel cache folder to use; must be empty (default: a new one)")
+    parser.add_argument(
+        "--imports",
+        type=int,
+        metavar="N",
+        help="instead of training: import the stack in N new processes and print what each library took",
+    )
     args = parser.parse_args(argv)
+    if args.imports is not None:
+        if args.imports < 1:
+            parser.error(f"--imports takes a number of processes of at least 1, not {args.imports}")
+        print(format_imports(measure_imports(args.imports, args.device), args.device))
+        return 0
     settings = StartSettings(
         task=args.task,
         device=args.device,

@@ -194,3 +194,23 @@ def test_learning_comparison_against_the_spread_of_seeds():
     assert [r["iteration"] for r in comparison["rows"]] == [1, 2, 3]  # iteration 0: an episode had not ended
     assert [r["within"] for r in comparison["rows"]] == [True, True, False]
     assert comparison["iterations_within"] == 2 and comparison["fraction_within"] == pytest.approx(2 / 3)
+
+
+def test_import_timing_runs_each_group_in_a_new_process_and_sums_them():
+    from bench.first_iteration import format_imports, measure_imports
+
+    groups = {"standard library": ["json", "os.path:join"], "NumPy": ["numpy"]}
+    rows = measure_imports(2, "cpu", groups)
+    assert [list(row) for row in rows] == [[*groups, "device start (PyTorch and Warp)"]] * 2
+    assert all(seconds >= 0 for row in rows for seconds in row.values())
+    table = format_imports([{"a": 1.0, "b": 0.5}, {"a": 3.0, "b": 0.5}], "cpu")
+    lines = table.splitlines()
+    assert lines[-3].split()[:3] == ["a", "2.00s", "1.00-3.00s"]
+    assert lines[-1].split()[-2:] == ["2.50s", "1.50-3.50s"]
+
+
+def test_import_timing_of_a_module_that_is_not_there_says_which(capsys):
+    from bench.first_iteration import measure_imports
+
+    with pytest.raises(SystemExit, match="No module named 'not_a_module_here'"):
+        measure_imports(1, "cpu", {"missing": ["not_a_module_here"]})
