@@ -169,6 +169,11 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
                 f"task.terrain.collision={task.terrain.collision} applies to a generated terrain; "
                 "the plane is already the cheapest ground to collide against (use task.terrain.collision=mesh)"
             )
+        if task.terrain.simplify:
+            raise ValueError(
+                "task.terrain.simplify=true merges a generated terrain's triangles; the plane has none to merge "
+                "(use task.terrain.simplify=false)"
+            )
         # Isaac Lab's "plane" terrain loads its ground from the asset server; this one is written locally.
         from tasks.ground import flat_ground_usd
 
@@ -196,9 +201,15 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
 
         set_collision(terrain.terrain_generator, str(task.terrain.collision))
         if task.terrain.cache:
-            from tasks.terrain_cache import CachedTerrainGenerator
+            from tasks.terrain_cache import CachedSimplifiedTerrainGenerator, CachedTerrainGenerator
 
-            terrain.terrain_generator.class_type = CachedTerrainGenerator
+            terrain.terrain_generator.class_type = (
+                CachedSimplifiedTerrainGenerator if task.terrain.simplify else CachedTerrainGenerator
+            )
+        elif task.terrain.simplify:
+            from tasks.terrain_simplify import simplified_generator
+
+            terrain.terrain_generator.class_type = simplified_generator()
         terrain.max_init_terrain_level = task.terrain.max_init_level
         if not task.terrain.curriculum:
             env_cfg.curriculum.terrain_levels = None

@@ -69,8 +69,9 @@ def _set_torch_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
-def terrain_key(cfg) -> str:
-    """Digest of everything the generated terrain depends on (call it just before generating)."""
+def terrain_key(cfg, simplified: bool = False) -> str:
+    """Digest of everything the generated terrain depends on (call it just before generating); ``simplified``: of
+    the terrain with its coplanar triangles merged (``tasks/terrain_simplify.py``)."""
     from importlib import metadata
 
     from isaaclab.utils import class_to_dict
@@ -94,6 +95,7 @@ def terrain_key(cfg) -> str:
             },
             "isaaclab": version,
             "format": FORMAT,
+            **({"simplified": True} if simplified else {}),
         },
         sort_keys=True,
         default=repr,
@@ -104,12 +106,20 @@ def terrain_key(cfg) -> str:
 class CachedTerrainGenerator(TerrainGenerator):
     """Isaac Lab's terrain generator that loads a terrain built before with the same settings and seed."""
 
+    simplify: bool = False
+    """Merge the generated mesh's coplanar triangles before keeping it (``task.terrain.simplify``)."""
+
     def __init__(self, cfg, device: str = "cpu") -> None:
-        path = cache_dir() / f"{terrain_key(cfg)}.npz"
+        path = cache_dir() / f"{terrain_key(cfg, self.simplify)}.npz"
         if path.is_file() and self._load(path, cfg, device):
             return
         super().__init__(cfg, device)
+        if self.simplify:
+            from tasks.terrain_simplify import simplify_terrain
+
+            simplify_terrain(self)
         self._save(path)
+
 
     def _load(self, path: Path, cfg, device: str) -> bool:
         import torch
@@ -159,3 +169,9 @@ class CachedTerrainGenerator(TerrainGenerator):
             write_npz_atomic(path, arrays)
         except OSError as error:  # a read-only or full cache folder costs the next run the generation, nothing else
             print(f"[rlforge] terrain not cached ({error})")
+
+
+class CachedSimplifiedTerrainGenerator(CachedTerrainGenerator):
+    """:class:`CachedTerrainGenerator` of the terrain with its coplanar triangles merged."""
+
+    simplify = True
