@@ -134,8 +134,9 @@ print(json.dumps(times))
 
 
 def measure_imports(runs: int, device: str, groups: dict[str, list[str]] | None = None) -> list[dict[str, float]]:
-    """Seconds each group of ``groups`` (default :data:`IMPORT_GROUPS`; ``module`` or ``module:attribute``) takes to import in a new process, then the device's start, in
-    ``runs`` processes one after another: the part of a start that precedes building anything."""
+    """Seconds each group of ``groups`` (default :data:`IMPORT_GROUPS`; ``module`` or ``module:attribute``) takes
+    to import in a new process, then the device's start, in ``runs`` processes one after another: the part of a
+    start that precedes building anything."""
     rows = []
     for _ in range(runs):
         result = subprocess.run(

@@ -207,9 +207,9 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
                 CachedSimplifiedTerrainGenerator if task.terrain.simplify else CachedTerrainGenerator
             )
         elif task.terrain.simplify:
-            from tasks.terrain_simplify import simplified_generator
+            from tasks.terrain_simplify import SimplifiedTerrainGenerator
 
-            terrain.terrain_generator.class_type = simplified_generator()
+            terrain.terrain_generator.class_type = SimplifiedTerrainGenerator
         terrain.max_init_terrain_level = task.terrain.max_init_level
         if not task.terrain.curriculum:
             env_cfg.curriculum.terrain_levels = None

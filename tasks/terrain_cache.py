@@ -120,7 +120,6 @@ class CachedTerrainGenerator(TerrainGenerator):
             simplify_terrain(self)
         self._save(path)
 
-
     def _load(self, path: Path, cfg, device: str) -> bool:
         import torch
         import trimesh

@@ -16,6 +16,7 @@ candidates before it reduces them.
 from __future__ import annotations
 
 import numpy as np
+from isaaclab.terrains.terrain_generator import TerrainGenerator
 
 
 def merge_coplanar(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,14 +55,10 @@ def simplify_terrain(generator) -> None:
     generator.terrain_meshes = [merged]
 
 
-def simplified_generator():
+class SimplifiedTerrainGenerator(TerrainGenerator):
     """Isaac Lab's terrain generator that merges the finished terrain's coplanar triangles (without the terrain
     cache; with it, :class:`tasks.terrain_cache.CachedSimplifiedTerrainGenerator` keeps the merged mesh)."""
-    from isaaclab.terrains.terrain_generator import TerrainGenerator
 
-    class SimplifiedTerrainGenerator(TerrainGenerator):
-        def __init__(self, cfg, device: str = "cpu") -> None:
-            super().__init__(cfg, device)
-            simplify_terrain(self)
-
-    return SimplifiedTerrainGenerator
+    def __init__(self, cfg, device: str = "cpu") -> None:
+        super().__init__(cfg, device)
+        simplify_terrain(self)
