@@ -13,6 +13,8 @@ from types import FrameType
 
 _stop_reason: str | None = None
 _stop_hook: Callable[[str], None] | None = None
+_stop_reported = False
+"""Whether the stop hook was called for the pending stop request."""
 _starting_at: int | None = None
 """While start-up runs: the iterations the run had completed before this attempt (what a stop now keeps)."""
 
@@ -31,12 +33,13 @@ def request_stop(reason: str) -> None:
 
     During start-up (:func:`begin_startup`) it raises :class:`Interrupted` at once instead: called from a signal
     handler, that unwinds whatever start-up was doing."""
-    global _stop_reason
+    global _stop_reason, _stop_reported
     if _stop_reason is None:
         _stop_reason = reason
         if _stop_hook is not None:
             try:
                 _stop_hook(reason)
+                _stop_reported = True
             except Exception:  # a failing observer must never turn a clean stop into a crash
                 pass
     stop_now_if_starting()
@@ -53,11 +56,17 @@ def stop_requested() -> str | None:
     return _stop_reason
 
 
+def stop_reported() -> bool:
+    """Whether the stop hook saw the pending stop request (False for one that came before the hook was set)."""
+    return _stop_reported
+
+
 def clear() -> None:
     """Forget a stop request and leave start-up (at the end of a run: the next run of the process starts clean)."""
-    global _stop_reason, _starting_at
+    global _stop_reason, _starting_at, _stop_reported
     _stop_reason = None
     _starting_at = None
+    _stop_reported = False
 
 
 def begin_startup(iteration: int = 0) -> None:

@@ -293,6 +293,10 @@ def _run(cfg: DictConfig) -> float:
             return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
     except lifecycle.Interrupted as stop:
         if info.is_main and lock is not None:
+            if not lifecycle.stop_reported():
+                # The request came before the ledger's stop hook was set (a signal while the run directory was
+                # being opened, or one a launcher held): the ledger still says a stop was asked, and why.
+                ledger.record("signal", reason=stop.reason)
             ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
         raise
     finally:

@@ -259,6 +259,8 @@ def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_start
     run_dir = only_run(tmp_path / "outputs" / "toy")
     kinds = [e["event"] for e in events(run_dir)]
     assert "simulator_ready" not in kinds and kinds[-1] == "end" and events(run_dir)[-1]["how"] == "interrupted"
+    # The request came before the ledger existed; the ledger still says a stop was asked, once, and why.
+    assert kinds.count("signal") == 1 and kinds[-2] == "signal" and events(run_dir)[-2]["reason"] == "SIGUSR2"
     assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
 
 
