@@ -168,7 +168,8 @@ class TerrainConfig:
     the same surface with fewer triangles (26% fewer on H1's rough terrain), so a cheaper contact search. Kept with
     the terrain under ``task.terrain.cache``. Off by default: the triangulation decides how Newton splits contacts
     into candidates, and training on it has been compared with training on the generator's mesh over one seed
-    only (``docs/benchmarks.md``: +3% env-steps/s on an H200)."""
+    only (``docs/benchmarks.md``: +3% env-steps/s on an H200). Refused with ``plane`` and with ``collision:
+    heightfield`` (nothing to merge there)."""
     solver_stand_in: bool = True
     """Give the MuJoCo model that Newton's MuJoCo solver builds the bounding box of a large static mesh (the generated
     terrain) in place of its million triangles, when Newton computes the contacts (``tasks/solver_stand_in.py``):

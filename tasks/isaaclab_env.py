@@ -200,6 +200,12 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
         from tasks.terrain_heightfield import set_collision
 
         set_collision(terrain.terrain_generator, str(task.terrain.collision))
+        if task.terrain.simplify and task.terrain.collision != "mesh":
+            raise ValueError(
+                f"task.terrain.simplify=true merges the triangles of the mesh Newton collides against; with "
+                f"task.terrain.collision={task.terrain.collision} it collides against a heightfield sampled at the "
+                "same heights either way (use task.terrain.simplify=false, or task.terrain.collision=mesh)"
+            )
         if task.terrain.cache:
             from tasks.terrain_cache import CachedSimplifiedTerrainGenerator, CachedTerrainGenerator
 

@@ -121,9 +121,10 @@ def test_the_simplified_terrain_has_its_own_cache_key_and_generator(compose_cfg,
     from tasks.terrain_simplify import SimplifiedTerrainGenerator
 
     assert generator("task.terrain.simplify=true", "task.terrain.cache=false") is SimplifiedTerrainGenerator
-    cfg = compose_cfg(["task=h1_rough", "task.terrain.type=plane", "task.terrain.simplify=true"])
-    with pytest.raises(ValueError, match="simplify"):
-        build_env_cfg(cfg.task, "cpu", 0)
+    for ground in ("task.terrain.type=plane", "task.terrain.collision=heightfield"):
+        cfg = compose_cfg(["task=h1_rough", ground, "task.terrain.simplify=true"])
+        with pytest.raises(ValueError, match="simplify"):
+            build_env_cfg(cfg.task, "cpu", 0)
 
 
 def test_training_on_the_simplified_terrain_loads_it_from_the_cache_the_second_time(tmp_path):
