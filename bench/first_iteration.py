@@ -208,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.imports is not None:
         if args.imports < 1:
             parser.error(f"--imports takes a number of processes of at least 1, not {args.imports}")
+        # Nothing is trained: a training option given with --imports would do nothing.
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("task", "num_envs", "steps", "iterations", "runs", "cache")
+            if getattr(args, name) != parser.get_default(name)
+        ] + (["train.py overrides"] if args.overrides else [])
+        if given:
+            parser.error(f"--imports trains nothing and takes only --device; drop {', '.join(given)}")
         print(format_imports(measure_imports(args.imports, args.device), args.device))
         return 0
     settings = StartSettings(

@@ -214,3 +214,11 @@ def test_import_timing_of_a_module_that_is_not_there_says_which(capsys):
 
     with pytest.raises(SystemExit, match="No module named 'not_a_module_here'"):
         measure_imports(1, "cpu", {"missing": ["not_a_module_here"]})
+
+
+def test_import_timing_refuses_the_options_of_a_training_run(capsys):
+    from bench.first_iteration import main
+
+    with pytest.raises(SystemExit):
+        main(["--imports", "1", "--runs", "3", "task.num_envs=8"])
+    assert "drop --runs, train.py overrides" in capsys.readouterr().err
