@@ -1,0 +1,174 @@
+"""How Newton searches the terrain mesh for the triangles under each robot shape (its collision midphase).
+
+Every physics step, each robot shape that Newton pairs with the terrain queries the terrain mesh's BVH with its
+bounding box widened by the contact threshold; the triangles found go on to the contact computation. On H1's rough
+terrain that query was half of the GPU's time in an iteration (``docs/benchmarks.md``). Two settings change its cost
+and not what it finds (``bench/terrain_bvh.py`` times the query by itself):
+
+- ``task.terrain.midphase``: ``tiled`` is Newton's own kernel, in which the 256 threads of a block share one shape's
+  query and a fixed number of blocks (four per SM) loop over the pairs; ``thread`` is this module's kernel, the same
+  search with one thread per pair, so that as many pairs are searched at once as the launch has threads. Most of
+  a robot's shapes are far above the ground and find nothing, which a whole block spends as long on as a thread.
+- ``task.terrain.bvh``: how Warp builds the mesh's BVH. On a GPU Warp builds it bottom-up on the device (``lbvh``)
+  unless told otherwise; ``sah`` builds it on the CPU with the surface area heuristic, a tighter tree, in about
+  half a second for the 1.2 M triangles of the rough terrain.
+
+Both leave the set of triangles found the same; the order in which the threads append them differs, as it already
+does from one GPU run to the next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import warp as wp
+from newton._src.geometry.collision_core import _compute_mesh_vs_convex_query_aabb, _mesh_triangle_is_front_facing_local
+from newton._src.geometry.types import GeoType
+from newton._src.utils.heightfield import HeightfieldData, heightfield_vs_convex_midphase
+
+BVH_CONSTRUCTORS = ("sah", "median", "lbvh")
+MIDPHASES = ("tiled", "thread")
+
+
+@wp.kernel(enable_backward=False)
+def find_triangles_thread_per_pair(
+    shape_types: wp.array[int],
+    shape_transform: wp.array[wp.transform],
+    shape_source: wp.array[wp.uint64],
+    shape_gap: wp.array[float],
+    shape_data: wp.array[wp.vec4],
+    shape_collision_radius: wp.array[float],
+    shape_collision_aabb_lower: wp.array[wp.vec3],
+    shape_collision_aabb_upper: wp.array[wp.vec3],
+    shape_heightfield_index: wp.array[wp.int32],
+    heightfield_data: wp.array[HeightfieldData],
+    heightfield_elevations: wp.array[wp.float32],
+    shape_pairs_mesh: wp.array[wp.vec2i],
+    shape_pairs_mesh_count: wp.array[int],
+    num_blocks: int,
+    triangle_pairs: wp.array[wp.vec3i],
+    triangle_pairs_count: wp.array[int],
+):
+    """Newton's midphase inputs and outputs, launched as Newton launches its own (``num_blocks`` blocks of
+    ``block_dim`` threads): every thread takes every (blocks x block_dim)-th mesh or heightfield pair and appends
+    ``(mesh_or_heightfield_shape, other_shape, triangle)`` for each triangle whose box the pair's query box
+    overlaps (front-facing triangles of a mesh, as Newton keeps)."""
+    block, lane = wp.tid()
+    width = wp.block_dim()
+    count = shape_pairs_mesh_count[0]
+    for i in range(block * width + lane, count, num_blocks * width):
+        pair = shape_pairs_mesh[i]
+        shape_a = pair[0]
+        shape_b = pair[1]
+        type_a = shape_types[shape_a]
+        type_b = shape_types[shape_b]
+        if type_a == GeoType.HFIELD:
+            heightfield_vs_convex_midphase(
+                shape_a,
+                shape_b,
+                heightfield_data[shape_heightfield_index[shape_a]],
+                heightfield_elevations,
+                shape_transform,
+                shape_collision_aabb_lower,
+                shape_collision_aabb_upper,
+                shape_data,
+                shape_gap,
+                triangle_pairs,
+                triangle_pairs_count,
+            )
+            continue
+        mesh_shape = int(-1)
+        other = int(-1)
+        if type_a == GeoType.MESH and type_b != GeoType.MESH:
+            mesh_shape = shape_a
+            other = shape_b
+        elif type_b == GeoType.MESH and type_a != GeoType.MESH:
+            mesh_shape = shape_b
+            other = shape_a
+        else:
+            continue  # mesh against mesh goes through another path
+        mesh_id = shape_source[mesh_shape]
+        if mesh_id == wp.uint64(0):
+            continue
+        threshold = shape_gap[other] + shape_gap[mesh_shape] + shape_data[other][3] + shape_data[mesh_shape][3]
+        lower, upper, center = _compute_mesh_vs_convex_query_aabb(
+            mesh_shape,
+            other,
+            shape_transform[mesh_shape],
+            shape_transform[other],
+            shape_types,
+            shape_data,
+            shape_source,
+            threshold,
+        )
+        query = wp.mesh_query_aabb(mesh_id, lower, upper)
+        triangle = int(0)
+        while wp.mesh_query_aabb_next(query, triangle):
+            if _mesh_triangle_is_front_facing_local(mesh_id, center, triangle):
+                slot = wp.atomic_add(triangle_pairs_count, 0, 1)
+                if slot < triangle_pairs.shape[0]:
+                    triangle_pairs[slot] = wp.vec3i(mesh_shape, other, triangle)
+
+
+def install_midphase(midphase: str):
+    """Have Newton's narrow phase search with ``midphase`` from now on; returns the function that puts Newton's
+    own back."""
+    if midphase not in MIDPHASES:
+        raise ValueError(f"task.terrain.midphase must be one of {', '.join(MIDPHASES)}, not '{midphase}'")
+    from newton._src.geometry import narrow_phase
+
+    name = "narrow_phase_find_mesh_triangle_overlaps_kernel"
+    newtons = getattr(narrow_phase, name, None)
+    if newtons is None or not hasattr(narrow_phase, "NarrowPhase"):
+        raise RuntimeError(
+            "task.terrain.midphase=thread replaces Newton's midphase kernel, which this Newton does not have "
+            "(use task.terrain.midphase=tiled)"
+        )
+    if midphase == "tiled":
+        return lambda: None
+    setattr(narrow_phase, name, find_triangles_thread_per_pair)
+    return lambda: setattr(narrow_phase, name, newtons)
+
+
+class BvhRecord:
+    """Which meshes Newton finalized with the constructor asked for (filled when physics is ready)."""
+
+    def __init__(self, constructor: str) -> None:
+        self.constructor = constructor
+        self.meshes: list[Any] = []
+        self.built_with: list[bool] = []
+
+    def describe(self) -> str:
+        built = sum(self.built_with)
+        return f"[rlforge] terrain BVH: {built} of {len(self.built_with)} mesh(es) with a BVH built by '{self.constructor}'"
+
+
+def install_bvh(constructor: str) -> BvhRecord:
+    """Have Newton build the next model's mesh BVHs with ``constructor``."""
+    if constructor not in BVH_CONSTRUCTORS:
+        raise ValueError(f"task.terrain.bvh must be one of {', '.join(BVH_CONSTRUCTORS)} or null, not '{constructor}'")
+    from isaaclab.physics import PhysicsEvent
+    from isaaclab.sim import SimulationContext
+    from isaaclab_newton.physics import NewtonManager
+    from isaaclab_newton.physics.newton_manager_cfg import NewtonBuilderCfg
+
+    record = BvhRecord(constructor)
+
+    def before(_payload: Any = None) -> None:
+        from newton import Mesh
+
+        sim = SimulationContext.instance()
+        builder = sim.get_or_create_backend(NewtonBuilderCfg(physics_cfg=sim.cfg.physics))
+        builder.default_bvh_cfg.mesh_constructor = constructor
+        record.meshes = list({id(s): s for s in builder.shape_source if isinstance(s, Mesh)}.values())
+
+    def after(_payload: Any = None) -> None:
+        # Newton keeps each finalized Warp mesh under (device, requires_grad, constructor).
+        record.built_with = [
+            any(key[-1] == constructor for key in getattr(mesh, "_finalized_meshes", {})) for mesh in record.meshes
+        ]
+        record.meshes = []
+
+    NewtonManager.register_callback(before, PhysicsEvent.MODEL_INIT, order=1_000_001, wrap_weak_ref=False)
+    NewtonManager.register_callback(after, PhysicsEvent.PHYSICS_READY, order=-1_000_001, wrap_weak_ref=False)
+    return record
