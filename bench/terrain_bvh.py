@@ -127,7 +127,12 @@ def _ground_heights(mesh, points: np.ndarray) -> np.ndarray:
         out[i] = wp.where(query.result, 100.0 - query.t, 0.0)
 
     out = wp.zeros(len(points), dtype=float, device="cpu")
-    wp.launch(down, len(points), inputs=[mesh.id, wp.array(points.astype(np.float32), dtype=wp.vec3, device="cpu"), out], device="cpu")
+    wp.launch(
+        down,
+        len(points),
+        inputs=[mesh.id, wp.array(points.astype(np.float32), dtype=wp.vec3, device="cpu"), out],
+        device="cpu",
+    )
     return out.numpy()
 
 
@@ -163,7 +168,7 @@ def _kernels():
     ):
         for i in range(wp.tid(), lowers.shape[0], stride):
             query = wp.mesh_query_aabb(mesh, lowers[i], uppers[i])
-            tri = int(0)
+            tri = int(0)  # noqa: UP018 (a Warp variable, not a constant)
             while wp.mesh_query_aabb_next(query, tri):
                 wp.atomic_add(count, 0, 1)
                 wp.atomic_add(found, 0, wp.int64(tri))
@@ -191,7 +196,9 @@ def measure(vertices, faces, lowers, uppers, variants: list[Variant], device: st
             if key not in built:
                 wp.synchronize()
                 start = time.perf_counter()
-                mesh = wp.Mesh(points=points, indices=indices, bvh_constructor=variant.constructor, bvh_leaf_size=variant.leaf_size)
+                mesh = wp.Mesh(
+                    points=points, indices=indices, bvh_constructor=variant.constructor, bvh_leaf_size=variant.leaf_size
+                )
                 wp.synchronize()
                 built[key] = (mesh, time.perf_counter() - start)
             mesh, build_s = built[key]
@@ -206,7 +213,10 @@ def measure(vertices, faces, lowers, uppers, variants: list[Variant], device: st
                     wp.launch(single, launched, inputs=[mesh.id, lo, up, count, found, launched])
                 else:
                     wp.launch_tiled(
-                        tiled, dim=[launched], inputs=[mesh.id, lo, up, count, found, launched], block_dim=variant.block_dim
+                        tiled,
+                        dim=[launched],
+                        inputs=[mesh.id, lo, up, count, found, launched],
+                        block_dim=variant.block_dim,
                     )
                 wp.synchronize()
                 if repeat:  # the first launch loads the module
@@ -229,7 +239,9 @@ def format_rows(rows: list[dict]) -> str:
         "| --- | --- | --- | --- |",
     ]
     for row in rows:
-        lines.append(f"| {row['variant']} | {row['build_s']:.2f} | {row['query_ms']:.3f} | {row['triangles_found']:,} |")
+        lines.append(
+            f"| {row['variant']} | {row['build_s']:.2f} | {row['query_ms']:.3f} | {row['triangles_found']:,} |"
+        )
     return "\n".join(lines)
 
 
@@ -240,11 +252,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cols", type=int, default=20, help="terrain columns (the task's: 20)")
     parser.add_argument("--robots", type=int, default=4096, help="H1s standing on the terrain")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threshold", type=float, default=0.02, help="contact threshold added to every box (m): Isaac Lab's gap of 0.01 m on each of the two shapes")
-    parser.add_argument("--constructors", nargs="+", default=None, help="Warp BVH constructors (default: lbvh sah median on a GPU, sah median on the CPU)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.02,
+        help="contact threshold added to every box (m): Isaac Lab's gap of 0.01 m on each of the two shapes",
+    )
+    parser.add_argument(
+        "--constructors",
+        nargs="+",
+        default=None,
+        help="Warp BVH constructors (default: lbvh sah median on a GPU, sah median on the CPU)",
+    )
     parser.add_argument("--leaf-sizes", nargs="+", default=["default"], help="leaf sizes: numbers or 'default'")
-    parser.add_argument("--block-dims", nargs="+", type=int, default=None, help="lanes per query, 1 for the one-thread query (default: 256 and 1 on a GPU, 1 on the CPU)")
-    parser.add_argument("--blocks", nargs="+", type=int, default=[0], help="blocks launched, each looping over boxes (Newton: 4 per SM, 528 on an H200); 0: one per box")
+    parser.add_argument(
+        "--block-dims",
+        nargs="+",
+        type=int,
+        default=None,
+        help="lanes per query, 1 for the one-thread query (default: 256 and 1 on a GPU, 1 on the CPU)",
+    )
+    parser.add_argument(
+        "--blocks",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="blocks launched, each looping over boxes (Newton: 4 per SM, 528 on an H200); 0: one per box",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
@@ -258,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"terrain: {args.rows} x {args.cols}, {len(faces):,} triangles ({time.perf_counter() - start:.1f} s)")
     lowers, uppers = query_boxes(vertices, faces, origins, args.robots, args.threshold, args.seed)
     print(f"query boxes: {len(lowers):,} ({args.robots} robots x {len(lowers) // args.robots} shapes)")
-    variants = [Variant(c, leaf, b, n) for c in constructors for leaf in leaf_sizes for b in block_dims for n in args.blocks]
+    variants = [
+        Variant(c, leaf, b, n) for c in constructors for leaf in leaf_sizes for b in block_dims for n in args.blocks
+    ]
     rows = measure(vertices, faces, lowers, uppers, variants, args.device, args.repeats)
     print(format_rows(rows))
     checks = {(row["triangles_found"], row["checksum"]) for row in rows}

@@ -1,32 +1,23 @@
 """How Newton searches the terrain mesh for the triangles under each robot shape (its collision midphase).
 
 Every physics step, each robot shape that Newton pairs with the terrain queries the terrain mesh's BVH with its
-bounding box widened by the contact threshold; the triangles found go on to the contact computation. On H1's rough
-terrain that query was half of the GPU's time in an iteration (``docs/benchmarks.md``). Two settings change its cost
-and not what it finds (``bench/terrain_bvh.py`` times the query by itself):
-
-- ``task.terrain.midphase``: ``tiled`` is Newton's own kernel, in which the 256 threads of a block share one shape's
-  query and a fixed number of blocks (four per SM) loop over the pairs; ``thread`` is this module's kernel, the same
-  search with one thread per pair, so that as many pairs are searched at once as the launch has threads. Most of
-  a robot's shapes are far above the ground and find nothing, which a whole block spends as long on as a thread.
-- ``task.terrain.bvh``: how Warp builds the mesh's BVH. On a GPU Warp builds it bottom-up on the device (``lbvh``)
-  unless told otherwise; ``sah`` builds it on the CPU with the surface area heuristic, a tighter tree, in about
-  half a second for the 1.2 M triangles of the rough terrain.
-
-Both leave the set of triangles found the same; the order in which the threads append them differs, as it already
-does from one GPU run to the next.
+bounding box widened by the contact threshold; the triangles found go on to the contact computation. With Newton's
+own kernel that search was half of the GPU's time in an H1 rough iteration (``docs/benchmarks.md``): the 256
+threads of a block share one shape's query, and a fixed number of blocks (four per SM) take the pairs in turn, so
+about 500 shapes are searched at once. Most of a robot's shapes are far above the ground and find nothing, which a
+whole block spends as long on as one thread would. ``task.terrain.midphase=thread`` (the default) replaces that
+kernel with this module's, the same search with one thread per pair and the same launch, so that every thread of
+it searches a shape of its own. It finds the same triangles; the order in which threads append them differs, as it
+already does from one GPU run to the next. ``bench/terrain_bvh.py`` times both searches by themselves.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import warp as wp
 from newton._src.geometry.collision_core import _compute_mesh_vs_convex_query_aabb, _mesh_triangle_is_front_facing_local
 from newton._src.geometry.types import GeoType
 from newton._src.utils.heightfield import HeightfieldData, heightfield_vs_convex_midphase
 
-BVH_CONSTRUCTORS = ("sah", "median", "lbvh")
 MIDPHASES = ("tiled", "thread")
 
 
@@ -77,8 +68,8 @@ def find_triangles_thread_per_pair(
                 triangle_pairs_count,
             )
             continue
-        mesh_shape = int(-1)
-        other = int(-1)
+        mesh_shape = int(-1)  # noqa: UP018 (a Warp variable, not a constant)
+        other = int(-1)  # noqa: UP018 (a Warp variable, not a constant)
         if type_a == GeoType.MESH and type_b != GeoType.MESH:
             mesh_shape = shape_a
             other = shape_b
@@ -102,7 +93,7 @@ def find_triangles_thread_per_pair(
             threshold,
         )
         query = wp.mesh_query_aabb(mesh_id, lower, upper)
-        triangle = int(0)
+        triangle = int(0)  # noqa: UP018 (a Warp variable, not a constant)
         while wp.mesh_query_aabb_next(query, triangle):
             if _mesh_triangle_is_front_facing_local(mesh_id, center, triangle):
                 slot = wp.atomic_add(triangle_pairs_count, 0, 1)
@@ -128,47 +119,3 @@ def install_midphase(midphase: str):
         return lambda: None
     setattr(narrow_phase, name, find_triangles_thread_per_pair)
     return lambda: setattr(narrow_phase, name, newtons)
-
-
-class BvhRecord:
-    """Which meshes Newton finalized with the constructor asked for (filled when physics is ready)."""
-
-    def __init__(self, constructor: str) -> None:
-        self.constructor = constructor
-        self.meshes: list[Any] = []
-        self.built_with: list[bool] = []
-
-    def describe(self) -> str:
-        built = sum(self.built_with)
-        return f"[rlforge] terrain BVH: {built} of {len(self.built_with)} mesh(es) with a BVH built by '{self.constructor}'"
-
-
-def install_bvh(constructor: str) -> BvhRecord:
-    """Have Newton build the next model's mesh BVHs with ``constructor``."""
-    if constructor not in BVH_CONSTRUCTORS:
-        raise ValueError(f"task.terrain.bvh must be one of {', '.join(BVH_CONSTRUCTORS)} or null, not '{constructor}'")
-    from isaaclab.physics import PhysicsEvent
-    from isaaclab.sim import SimulationContext
-    from isaaclab_newton.physics import NewtonManager
-    from isaaclab_newton.physics.newton_manager_cfg import NewtonBuilderCfg
-
-    record = BvhRecord(constructor)
-
-    def before(_payload: Any = None) -> None:
-        from newton import Mesh
-
-        sim = SimulationContext.instance()
-        builder = sim.get_or_create_backend(NewtonBuilderCfg(physics_cfg=sim.cfg.physics))
-        builder.default_bvh_cfg.mesh_constructor = constructor
-        record.meshes = list({id(s): s for s in builder.shape_source if isinstance(s, Mesh)}.values())
-
-    def after(_payload: Any = None) -> None:
-        # Newton keeps each finalized Warp mesh under (device, requires_grad, constructor).
-        record.built_with = [
-            any(key[-1] == constructor for key in getattr(mesh, "_finalized_meshes", {})) for mesh in record.meshes
-        ]
-        record.meshes = []
-
-    NewtonManager.register_callback(before, PhysicsEvent.MODEL_INIT, order=1_000_001, wrap_weak_ref=False)
-    NewtonManager.register_callback(after, PhysicsEvent.PHYSICS_READY, order=-1_000_001, wrap_weak_ref=False)
-    return record

@@ -272,11 +272,6 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
 
             stack.callback(install_midphase(str(task.terrain.midphase)))
             print(f"[rlforge] terrain midphase: {task.terrain.midphase}")
-        bvh = None
-        if task.physics == "newton_mjwarp" and task.terrain.bvh is not None:
-            from tasks.contact_search import install_bvh
-
-            bvh = install_bvh(str(task.terrain.bvh))
         stand_ins = _solver_stand_ins(task, stack)
         if task.frontend == "warp":
             from tasks.warp_frontend import build_env, captured_managers, describe
@@ -298,8 +293,6 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             check_collision(NewtonManager.get_model(), str(task.terrain.collision))
         if topology is not None:
             print(topology.describe())
-        if bvh is not None:
-            print(bvh.describe())
         if stand_ins is not None:
             print(stand_ins.describe())
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
