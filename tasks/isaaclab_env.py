@@ -268,8 +268,13 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             fast_fan_triangulation()
         topology = _keep_mesh_topology(task)
         if task.physics == "newton_mjwarp" and task.terrain.midphase != "tiled":
-            from tasks.contact_search import install_midphase
-
+            try:
+                from tasks.contact_search import install_midphase
+            except ImportError as error:
+                raise RuntimeError(
+                    f"task.terrain.midphase={task.terrain.midphase} builds on Newton's midphase functions, which this "
+                    f"Newton lacks ({error}); use task.terrain.midphase=tiled"
+                ) from error
             stack.callback(install_midphase(str(task.terrain.midphase)))
             print(f"[rlforge] terrain midphase: {task.terrain.midphase}")
         stand_ins = _solver_stand_ins(task, stack)
