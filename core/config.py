@@ -178,7 +178,8 @@ class TerrainConfig:
     only (``docs/benchmarks.md``: +3% env-steps/s on an H200). Refused with ``plane`` and with ``collision:
     heightfield`` (nothing to merge there)."""
     midphase: TerrainMidphase = TerrainMidphase.thread
-    """How Newton finds the terrain triangles under each robot shape every physics step (``tasks/contact_search.py``).
+    """How Newton finds the triangles of a ``generator`` terrain under each robot shape every physics step
+    (``tasks/contact_search.py``).
     ``thread`` (default): one thread searches one shape's box in the terrain's BVH. ``tiled``: Newton's own kernel,
     in which a block of 256 threads shares each shape's search and a fixed number of blocks take the shapes in
     turn. The same triangles either way (a run on the CPU is the same to the bit); on an H200 at 4096 envs

@@ -267,7 +267,7 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
 
             fast_fan_triangulation()
         topology = _keep_mesh_topology(task)
-        if task.physics == "newton_mjwarp" and task.terrain.midphase != "tiled":
+        if task.physics == "newton_mjwarp" and task.terrain.type == "generator" and task.terrain.midphase != "tiled":
             try:
                 from tasks.contact_search import install_midphase
             except ImportError as error:
