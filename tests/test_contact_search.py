@@ -45,7 +45,9 @@ def shapes_over_ground(device: str):
         y = rng.uniform(0.2, 3.8) if i % 2 else rng.uniform(1.2, 2.8)
         z = rng.uniform(-0.05, 0.8)
         angle = rng.uniform(-np.pi, np.pi)
-        body = builder.add_body(xform=wp.transform(wp.vec3(x, y, z), wp.quat_from_axis_angle(wp.vec3(0.3, 0.2, 0.9), angle)))
+        body = builder.add_body(
+            xform=wp.transform(wp.vec3(x, y, z), wp.quat_from_axis_angle(wp.vec3(0.3, 0.2, 0.9), angle))
+        )
         kind = i % 3
         if kind == 0:
             builder.add_shape_box(body, hx=0.15, hy=0.015, hz=0.0125)  # a foot
