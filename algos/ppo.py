@@ -159,6 +159,11 @@ class PPOTrainer(OnPolicyRunner):
         self._graphed_act: speed.GraphedAct | None = None
         self._graphed_update: speed.GraphedUpdate | None = None
         self._update_data = None
+        self.episode_records = (
+            speed.EpisodeRecords(self.logger, self.cfg["num_steps_per_env"])
+            if self.speed.get("deferred_episode_stats")
+            else None
+        )
         self.iterations_done = 0
         self.checkpoint_dir = Path(checkpoint_dir)
         self.keep_checkpoints = keep_checkpoints
@@ -324,6 +329,7 @@ class PPOTrainer(OnPolicyRunner):
         """One rollout of ``num_steps_per_env`` steps into the storage (call under ``torch.inference_mode``);
         returns the last observations."""
         act = self._policy_step(obs)
+        records = self.episode_records
         for _ in range(self.cfg["num_steps_per_env"]):
             actions = act(obs)
             obs, rewards, dones, extras = self.env.step(actions.to(self.env.device))
@@ -331,9 +337,14 @@ class PPOTrainer(OnPolicyRunner):
                 nan_watch.add(obs, rewards, dones)
             obs, rewards, dones = obs.to(self.device), rewards.to(self.device), dones.to(self.device)
             self.alg.process_env_step(obs, rewards, dones, extras)
-            self.logger.process_env_step(rewards, dones, extras, None)
+            if records is not None and records.supported(dones):
+                records.add(rewards, dones, extras)
+            else:
+                self.logger.process_env_step(rewards, dones, extras, None)
             if self.recorder is not None:
                 self.recorder.after_step(self.iterations_done, self.logger.writer)
+        if records is not None:
+            records.flush()
         if nan_watch is not None:
             nan_watch.check()
         return obs

@@ -14,6 +14,9 @@ device to drain. Each piece here removes some of that and keeps rsl-rl's arithme
   graph and replayed each step; sampling stays eager.
 - :class:`NanWatch`: the NaN check of every step's observations, rewards and dones kept on the device and read once
   per iteration.
+- :class:`EpisodeRecords`: rsl-rl's per-step bookkeeping of finished episodes (their returns and lengths for the
+  mean reward and episode length) kept on the device and handed to the logger once per rollout; rsl-rl's logger
+  waits for the device three times a step for it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -422,3 +426,70 @@ class NanWatch:
                 f"the environment returned NaN values in {', '.join(found)} during this iteration; this usually "
                 "indicates a bug in the environment's step() or reset() (or a simulation that blew up)"
             )
+
+
+class EpisodeRecords:
+    """rsl-rl's ``Logger.process_env_step`` without reading the device at every step.
+
+    rsl-rl adds each step's rewards to the running returns and lengths, then finds the episodes that ended
+    (``nonzero``) and copies their returns and lengths to the host, into the logger's last-100 buffers, and zeroes
+    them: three waits for the device a step, which keep the host from queueing the next step while the device
+    finishes this one. Here the running sums stay the logger's own tensors, updated the same way on the device; each
+    step's done mask and the sums before zeroing are kept in a buffer of the rollout's length, and :meth:`flush`
+    (once, when the rollout ends) hands the ended episodes to the logger's buffers in rsl-rl's order: step by step,
+    environments in ascending order. The buffers then hold the same numbers as rsl-rl's, and the running sums too.
+    """
+
+    def __init__(self, logger, steps: int) -> None:
+        self.logger = logger
+        self.steps = steps
+        self._done: torch.Tensor | None = None
+        self._returns: torch.Tensor | None = None
+        self._lengths: torch.Tensor | None = None
+        self._count = 0
+
+    def supported(self, dones: torch.Tensor) -> bool:
+        """Whether this step's dones fit the logger's running sums (one per environment); rsl-rl's path otherwise."""
+        return dones.shape == self.logger.cur_reward_sum.shape
+
+    def add(self, rewards: torch.Tensor, dones: torch.Tensor, extras: dict) -> None:
+        """One step's rewards and dones, as rsl-rl's ``process_env_step`` takes them (no intrinsic rewards)."""
+        logger = self.logger
+        if logger.writer is None:  # rsl-rl keeps no episode figures where it writes none (other ranks)
+            return
+        if "episode" in extras:
+            logger.ep_extras.append(extras["episode"])
+        elif "log" in extras:
+            logger.ep_extras.append(extras["log"])
+        logger.cur_reward_sum += rewards
+        logger.cur_episode_length += 1
+        if self._done is None:
+            shape = (self.steps, *logger.cur_reward_sum.shape)
+            self._done = torch.zeros(shape, dtype=torch.bool, device=logger.cur_reward_sum.device)
+            self._returns = torch.zeros(shape, dtype=logger.cur_reward_sum.dtype, device=logger.cur_reward_sum.device)
+            self._lengths = torch.zeros(
+                shape, dtype=logger.cur_episode_length.dtype, device=logger.cur_episode_length.device
+            )
+        if self._count == self.steps:
+            self.flush()
+        done = dones > 0
+        self._done[self._count] = done
+        self._returns[self._count] = logger.cur_reward_sum
+        self._lengths[self._count] = logger.cur_episode_length
+        logger.cur_reward_sum.masked_fill_(done, 0)
+        logger.cur_episode_length.masked_fill_(done, 0)
+        self._count += 1
+
+    def flush(self) -> None:
+        """Hand the episodes that ended since the last flush to the logger's buffers (one read of the device)."""
+        if not self._count:
+            return
+        count, self._count = self._count, 0
+        done = self._done[:count].cpu().numpy()
+        returns = self._returns[:count].cpu().numpy()
+        lengths = self._lengths[:count].cpu().numpy()
+        for step in range(count):
+            ended = np.flatnonzero(done[step])
+            if ended.size:
+                self.logger.rewbuffer.extend(returns[step, ended].tolist())
+                self.logger.lenbuffer.extend(lengths[step, ended].tolist())

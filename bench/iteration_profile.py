@@ -72,7 +72,12 @@ def instrument(timer: StageTimer, trainer) -> list[StageTimer]:
     policy_step = trainer._policy_step
     trainer._policy_step = lambda obs: timer.timed(policy_step(obs), "policy: act")
     timer.wrap(trainer.alg, "process_env_step", "storage: process_env_step")
-    timer.wrap(trainer.logger, "process_env_step", "logger: process_env_step")
+    records = getattr(trainer, "episode_records", None)  # algo.speed.deferred_episode_stats
+    if records is not None:
+        timer.wrap(records, "add", "logger: process_env_step")
+        timer.wrap(records, "flush", "logger: episodes handed over")
+    else:
+        timer.wrap(trainer.logger, "process_env_step", "logger: process_env_step")
     timer.wrap(trainer.alg, "compute_returns", "learn: compute_returns")
     timer.wrap(trainer, "_update", "learn: update")
     env = trainer.env

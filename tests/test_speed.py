@@ -16,8 +16,11 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA grap
 
 
 @contextmanager
-def toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None):
-    """A PPOTrainer on the toy task (64 envs, 16 steps), its environment closed on leaving."""
+def toy_trainer(
+    compose_cfg, tmp_path: Path, device: str = "cpu", overrides: list[str] | None = None, log_dir: Path | None = None
+):
+    """A PPOTrainer on the toy task (64 envs, 16 steps), its environment closed on leaving; with ``log_dir`` it
+    writes curves there (and keeps episode figures, which rsl-rl keeps only with a writer)."""
     from algos.ppo import build_trainer
     from core.distributed import dist_info
     from tasks import build_env
@@ -26,7 +29,14 @@ def toy_trainer(compose_cfg, tmp_path: Path, device: str = "cpu", overrides: lis
     torch.manual_seed(0)
     handle = build_env(cfg.task, device, 0)
     trainer = build_trainer(
-        handle.env, cfg, device=device, dist=dist_info(), run_dir=tmp_path, seed=0, logger={"kind": "tensorboard"}
+        handle.env,
+        cfg,
+        device=device,
+        dist=dist_info(),
+        run_dir=tmp_path,
+        seed=0,
+        logger={"kind": "tensorboard"},
+        log_dir=None if log_dir is None else str(log_dir),
     )
     try:
         yield trainer
@@ -237,3 +247,71 @@ def test_released_graphs_are_destroyed_and_recorded_again_when_training_goes_on(
         losses = trainer._update()
         assert trainer._graphed_act is not None and trainer._graphed_update is not None
         assert all(torch.isfinite(torch.tensor(value)) for value in losses.values())
+
+
+def _logger_state(num_envs: int):
+    """The part of rsl-rl's Logger that ``process_env_step`` reads and writes."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        writer=object(),
+        ep_extras=[],
+        rewbuffer=deque(maxlen=100),
+        lenbuffer=deque(maxlen=100),
+        cur_reward_sum=torch.zeros(num_envs),
+        cur_episode_length=torch.zeros(num_envs),
+    )
+
+
+def test_episode_records_hand_over_what_rsl_rls_logger_keeps_step_by_step():
+    from rsl_rl.utils.logger import Logger
+
+    generator = torch.Generator().manual_seed(0)
+    theirs, ours = _logger_state(32), _logger_state(32)
+    records = speed.EpisodeRecords(ours, steps=16)
+    for rollout in range(5):  # more ended episodes than the buffers' 100 over the rollouts
+        for step in range(16):
+            rewards = torch.randn(32, generator=generator)
+            dones = (torch.rand(32, generator=generator) < 0.15).float()
+            extras = {"log": {"Episode_Reward/x": torch.tensor(float(step))}} if step % 5 == 0 else {}
+            Logger.process_env_step(theirs, rewards, dones, extras, None)
+            assert records.supported(dones)
+            records.add(rewards, dones, extras)
+        assert list(ours.rewbuffer) != list(theirs.rewbuffer) or not theirs.rewbuffer, "handed over only at flush"
+        records.flush()
+        assert list(ours.rewbuffer) == list(theirs.rewbuffer)
+        assert list(ours.lenbuffer) == list(theirs.lenbuffer)
+        assert torch.equal(ours.cur_reward_sum, theirs.cur_reward_sum)
+        assert torch.equal(ours.cur_episode_length, theirs.cur_episode_length)
+        assert len(ours.ep_extras) == len(theirs.ep_extras)
+    assert len(theirs.rewbuffer) == 100
+
+
+def test_episode_records_keep_nothing_where_rsl_rl_writes_nothing():
+    state = _logger_state(4)
+    state.writer = None
+    records = speed.EpisodeRecords(state, steps=2)
+    records.add(torch.ones(4), torch.ones(4), {"log": {}})
+    records.flush()
+    assert not state.rewbuffer and not state.ep_extras and not state.cur_reward_sum.any()
+
+
+def test_deferred_episode_stats_train_what_rsl_rls_logger_trains(compose_cfg, tmp_path):
+    figures = {}
+    for deferred in (True, False):
+        overrides = ["task.episode_length_s=0.2", f"algo.speed.deferred_episode_stats={deferred}"]
+        run = tmp_path / str(deferred)
+        with toy_trainer(compose_cfg, run, overrides=overrides, log_dir=run / "logs") as trainer:
+            assert (trainer.episode_records is not None) == deferred
+            trainer.logger.init_logging_writer()  # as learn() does: rsl-rl keeps episode figures with a writer only
+            for _ in range(3):
+                _rollout(trainer)
+                trainer._update()
+            figures[deferred] = (
+                list(trainer.logger.rewbuffer),
+                list(trainer.logger.lenbuffer),
+                trainer._episode_stats(),
+            )
+    assert figures[True][0], "episodes ended in the rollouts"
+    assert figures[True] == figures[False]
