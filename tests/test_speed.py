@@ -270,7 +270,7 @@ def test_episode_records_hand_over_what_rsl_rls_logger_keeps_step_by_step():
     generator = torch.Generator().manual_seed(0)
     theirs, ours = _logger_state(32), _logger_state(32)
     records = speed.EpisodeRecords(ours, steps=16)
-    for rollout in range(5):  # more ended episodes than the buffers' 100 over the rollouts
+    for _ in range(5):  # more ended episodes than the buffers' 100 over the rollouts
         for step in range(16):
             rewards = torch.randn(32, generator=generator)
             dones = (torch.rand(32, generator=generator) < 0.15).float()
