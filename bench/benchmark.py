@@ -209,7 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         workdir = (args.workdir or Path(tmp)).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         if args.learning:
-            report = run_learning(settings, workdir, seeds=args.seeds, timeout_s=args.timeout, trainers=trainers)
+            report = run_learning(
+                settings,
+                workdir,
+                seeds=args.seeds,
+                timeout_s=args.timeout,
+                trainers=trainers,
+                cache_dir=args.warp_cache,
+            )
             print(format_learning(report))
         else:
             report = run_benchmark(

@@ -125,10 +125,17 @@ def build_learning_report(
 
 
 def run_learning(
-    settings: Settings, workdir: Path, *, seeds: list[int], timeout_s: float, trainers: list[str] | None = None
+    settings: Settings,
+    workdir: Path,
+    *,
+    seeds: list[int],
+    timeout_s: float,
+    trainers: list[str] | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """``trainers`` (default: both) over ``seeds``, one run after another; their curves and, with both trainers,
-    the comparison, as a JSON document."""
+    the comparison, as a JSON document. Every run reads and fills the kernel cache ``cache_dir`` (default: one per
+    trainer under ``workdir``)."""
     trainers = list(TRAINERS) if trainers is None else trainers
     unknown = [t for t in trainers if t not in TRAINERS]
     if unknown or not trainers:
@@ -143,7 +150,7 @@ def run_learning(
                 workdir=workdir / f"seed{seed}",
                 phases=("warm",),
                 timeout_s=timeout_s,
-                cache_dir=workdir / f"warp-cache-{trainer}",
+                cache_dir=cache_dir or workdir / f"warp-cache-{trainer}",
             )
             runs[trainer][seed] = {"command": result["command"], **result["phases"]["warm"]}
     return build_learning_report(runs, asdict(settings), machine_info(settings.device))

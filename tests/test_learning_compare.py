@@ -227,8 +227,11 @@ def test_merge_command_writes_the_learning_comparison(tmp_path, capsys):
 def test_learning_runs_only_the_trainers_and_seeds_asked_for(tmp_path, monkeypatch):
     calls = []
 
+    caches = []
+
     def fake_run_trainer(trainer, settings, **kwargs):
         calls.append((trainer, settings.seed))
+        caches.append(kwargs["cache_dir"])
         figures = run([None, 1.0], [None, 20.0], [None, 0.5])
         del figures["command"]
         return {"command": [trainer], "phases": {"warm": figures}}
@@ -241,6 +244,10 @@ def test_learning_runs_only_the_trainers_and_seeds_asked_for(tmp_path, monkeypat
     assert list(report["curves"]) == ["isaaclab"] and list(report["curves"]["isaaclab"]) == [3, 5]
     assert report["comparison"] is None and report["settings"]["seeds"] == [3, 5]
     assert report["runs"]["isaaclab"][5]["command"] == ["isaaclab"]
+    assert caches == [tmp_path / "warp-cache-isaaclab"] * 2, "one kernel cache per trainer by default"
+    caches.clear()
+    run_learning(settings, tmp_path, seeds=[3], timeout_s=10.0, trainers=["isaaclab"], cache_dir=tmp_path / "filled")
+    assert caches == [tmp_path / "filled"], "--warp-cache is the cache every run reads"
     with pytest.raises(SystemExit, match="--trainers"):
         main(["--learning", "--trainers", "theirs"])
 
