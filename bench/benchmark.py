@@ -125,7 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--isaaclab-frontend", choices=FRONTENDS, default=None, help="Isaac Lab's frontend (default: --frontend)"
     )
     parser.add_argument("--trainers", default="ours,isaaclab", help="comma-separated subset of ours,isaaclab")
-    parser.add_argument("--phases", default="cold,warm", help="comma-separated subset of cold,warm")
+    parser.add_argument(
+        "--phases", default=None, help="comma-separated subset of cold,warm (default: both; --learning runs warm only)"
+    )
     parser.add_argument("--usd", default=None, help="robot USD for both trainers (default: our converted H1)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and runs here (default: a temp dir)")
     parser.add_argument(
@@ -146,6 +148,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ours-arg", action="append", default=[], help="extra override for our train.py")
     parser.add_argument("--isaaclab-arg", action="append", default=[], help="extra argument for Isaac Lab's trainer")
     args = parser.parse_args(argv)
+    if args.learning and args.phases is not None:
+        parser.error("--phases times cold and warm starts; --learning runs each seed once, warm (drop --phases)")
+    args.phases = args.phases or "cold,warm"
     if args.device is None:
         args.device = "cpu" if args.quick or args.learning or shutil.which("nvidia-smi") is None else "cuda"
     # --quick is small everywhere; --learning is small on the CPU and at scale on a GPU (the task's terrain).

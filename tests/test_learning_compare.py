@@ -250,6 +250,8 @@ def test_learning_runs_only_the_trainers_and_seeds_asked_for(tmp_path, monkeypat
     assert caches == [tmp_path / "filled"], "--warp-cache is the cache every run reads"
     with pytest.raises(SystemExit, match="--trainers"):
         main(["--learning", "--trainers", "theirs"])
+    with pytest.raises(SystemExit):
+        main(["--learning", "--phases", "cold"])
 
 
 def test_a_trainer_s_own_settings_bind_only_the_reports_that_ran_it():
