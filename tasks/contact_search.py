@@ -18,7 +18,11 @@ from newton._src.geometry.collision_core import _compute_mesh_vs_convex_query_aa
 from newton._src.geometry.types import GeoType
 from newton._src.utils.heightfield import HeightfieldData, heightfield_vs_convex_midphase
 
-MIDPHASES = ("tiled", "thread")
+from core.config import TerrainMidphase
+
+_KERNEL_NAME = "narrow_phase_find_mesh_triangle_overlaps_kernel"
+_installed: list[object] = []
+"""Newton's own kernel once per live installation (environments built one after another in a process may overlap)."""
 
 
 @wp.kernel(enable_backward=False)
@@ -102,20 +106,27 @@ def find_triangles_thread_per_pair(
 
 
 def install_midphase(midphase: str):
-    """Have Newton's narrow phase search with ``midphase`` from now on; returns the function that puts Newton's
-    own back."""
-    if midphase not in MIDPHASES:
-        raise ValueError(f"task.terrain.midphase must be one of {', '.join(MIDPHASES)}, not '{midphase}'")
+    """Have Newton's narrow phase search with ``midphase`` from now on; returns the function that undoes it (Newton's
+    own kernel is back once every environment that installed this one has undone it)."""
+    names = [m.value for m in TerrainMidphase]
+    if midphase not in names:
+        raise ValueError(f"task.terrain.midphase must be one of {', '.join(names)}, not '{midphase}'")
     from newton._src.geometry import narrow_phase
 
-    name = "narrow_phase_find_mesh_triangle_overlaps_kernel"
-    newtons = getattr(narrow_phase, name, None)
-    if newtons is None or not hasattr(narrow_phase, "NarrowPhase"):
+    current = getattr(narrow_phase, _KERNEL_NAME, None)
+    if current is None or not hasattr(narrow_phase, "NarrowPhase"):
         raise RuntimeError(
             "task.terrain.midphase=thread replaces Newton's midphase kernel, which this Newton does not have "
             "(use task.terrain.midphase=tiled)"
         )
-    if midphase == "tiled":
+    if midphase == TerrainMidphase.tiled:
         return lambda: None
-    setattr(narrow_phase, name, find_triangles_thread_per_pair)
-    return lambda: setattr(narrow_phase, name, newtons)
+    _installed.append(_installed[0] if _installed else current)
+    setattr(narrow_phase, _KERNEL_NAME, find_triangles_thread_per_pair)
+
+    def undo() -> None:
+        newtons = _installed.pop()
+        if not _installed:
+            setattr(narrow_phase, _KERNEL_NAME, newtons)
+
+    return undo

@@ -95,6 +95,21 @@ def test_one_thread_per_shape_finds_the_triangles_newtons_kernel_finds(device):
     assert ours == newtons
 
 
+def test_newtons_kernel_is_back_once_every_installation_is_undone():
+    from newton._src.geometry import narrow_phase
+
+    from tasks.contact_search import find_triangles_thread_per_pair, install_midphase
+
+    newtons = narrow_phase.narrow_phase_find_mesh_triangle_overlaps_kernel
+    first, second = install_midphase("thread"), install_midphase("thread")
+    first()  # the first environment closes while the second still runs
+    assert narrow_phase.narrow_phase_find_mesh_triangle_overlaps_kernel is find_triangles_thread_per_pair
+    second()
+    assert narrow_phase.narrow_phase_find_mesh_triangle_overlaps_kernel is newtons
+    install_midphase("tiled")()
+    assert narrow_phase.narrow_phase_find_mesh_triangle_overlaps_kernel is newtons
+
+
 def test_a_midphase_name_this_project_does_not_have_is_refused():
     from tasks.contact_search import install_midphase
 
