@@ -40,6 +40,10 @@ class StageTimer:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.enabled = False
+        self.label: Callable[[str], Any] | None = None
+        """When set (``torch.profiler.record_function``), each stage is labelled in the trace by this context and
+        timed on the host into ``host_seconds`` without synchronizing, so the work overlaps as it does in training."""
+        self.host_seconds: dict[str, float] = defaultdict(float)
         self._depth = 0
 
     def wrap(self, owner: Any, attribute: str, stage: str) -> None:
@@ -54,6 +58,14 @@ class StageTimer:
                 return inner(*args, **kwargs)
             name = stage(kwargs) if callable(stage) else stage
             self._depth += 1
+            if self.label is not None:
+                start = time.perf_counter()
+                try:
+                    with self.label(name):
+                        return inner(*args, **kwargs)
+                finally:
+                    self.host_seconds[name] += time.perf_counter() - start
+                    self._depth -= 1
             self.synchronize()
             start = time.perf_counter()
             try:
@@ -87,8 +99,9 @@ def instrument(timer: StageTimer, trainer) -> list[StageTimer]:
         return [timer]
     # The env step's stages; these run inside "env: step (whole)", so they get their own timer (depth 0 each).
     stages = StageTimer(timer.synchronize)
-    stages.seconds = timer.seconds  # same table
+    stages.seconds = timer.seconds  # same tables
     stages.calls = timer.calls
+    stages.host_seconds = timer.host_seconds
     switch = getattr(inner, "_manager_call_switch", None)
     if switch is not None:
         # Isaac Lab's Warp frontend runs each manager stage through its call switch, which replays a CUDA graph
@@ -151,17 +164,29 @@ def python_profile(trainer, obs) -> tuple[Any, str]:
     return obs, text.getvalue()
 
 
-def device_activity(trainer, obs) -> tuple[dict[str, Any], Any]:
-    """One iteration under torch.profiler: wall time, GPU-busy time (union of kernel intervals), top kernels."""
+def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None = None) -> tuple[dict[str, Any], Any]:
+    """One iteration under torch.profiler: wall time, GPU-busy time (union of kernel intervals), top kernels, and
+    each stage's host time without synchronizing (``timers`` label the stages in the trace). ``trace``: write the
+    trace there (Chrome's format, gzip-compressed when the name ends in ``.gz``)."""
     import torch
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, record_function
 
+    for each in timers:
+        each.label = record_function
+        each.enabled = True
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        start = time.perf_counter()
-        obs = one_iteration(trainer, obs)
-        torch.cuda.synchronize()
-        wall = time.perf_counter() - start
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            obs = one_iteration(trainer, obs)
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - start
+    finally:
+        for each in timers:
+            each.enabled = False
+            each.label = None
+    if trace is not None:
+        export_trace(prof, trace)
     intervals = sorted(
         (e.time_range.start, e.time_range.end)
         for e in prof.events()
@@ -183,17 +208,63 @@ def device_activity(trainer, obs) -> tuple[dict[str, Any], Any]:
         "gpu_busy_s": busy_us / 1e6,
         "gpu_busy_fraction": busy_us / 1e6 / wall,
         "kernels": len(intervals),
+        "host_s_per_stage": dict(sorted(timers[0].host_seconds.items())),
+        "idle_gaps": idle_gaps(intervals),
     }, (obs, table)
 
 
+def idle_gaps(intervals: list[tuple[float, float]]) -> dict[str, float]:
+    """How the device's idle time between kernels (sorted ``(start, end)`` in µs) is made up: many short gaps
+    (launch overhead between small kernels) or a few long ones (the host busy elsewhere, or waiting)."""
+    gaps, reach = [], None
+    for begin, end in intervals:
+        if reach is not None and begin > reach:
+            gaps.append(begin - reach)
+        reach = end if reach is None else max(reach, end)
+    buckets = {"under_10us": 0.0, "10us_to_100us": 0.0, "100us_to_1ms": 0.0, "over_1ms": 0.0}
+    for gap in gaps:
+        key = (
+            "under_10us" if gap < 10 else "10us_to_100us" if gap < 100 else "100us_to_1ms" if gap < 1000 else "over_1ms"
+        )
+        buckets[key] += gap / 1e6
+    return {"gaps": len(gaps), **{f"idle_s_{k}": v for k, v in buckets.items()}}
+
+
+def export_trace(prof, path: Path) -> None:
+    """The profiler's trace in Chrome's format at ``path`` (compressed with gzip when it ends in ``.gz``)."""
+    import gzip
+    import shutil
+    import tempfile
+
+    if path.suffix != ".gz":
+        prof.export_chrome_trace(str(path))
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / "trace.json"
+        prof.export_chrome_trace(str(plain))
+        with plain.open("rb") as source, gzip.open(path, "wb", compresslevel=6) as target:
+            shutil.copyfileobj(source, target)
+
+
 def profile_iteration(
-    overrides: list[str], iterations: int, *, device_trace: bool = True, cprofile: bool = False
+    overrides: list[str],
+    iterations: int,
+    *,
+    device_trace: bool = True,
+    cprofile: bool = False,
+    trace: Path | None = None,
 ) -> dict[str, Any]:
     """Build the trainer of ``overrides``, time ``iterations`` iterations plain and staged, optionally trace one
-    on the device and one under cProfile; the figures (``top_kernels_table`` and ``python_profile`` as text)."""
+    on the device (written to ``trace`` when given) and one under cProfile; the figures (``top_kernels_table`` and
+    ``python_profile`` as text)."""
     import torch
 
     cfg = compose_config(overrides)
+    if trace is not None and not (device_trace and cuda_device(str(cfg.device))):
+        raise ValueError(
+            f"a trace comes from the torch.profiler pass, which runs on a CUDA device with the device trace on; "
+            f"device={cfg.device} (device_trace={device_trace}): run on a GPU or leave out the trace"
+        )
     handle, trainer, device = build(cfg)
     cuda = device.startswith("cuda")
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
@@ -230,7 +301,7 @@ def profile_iteration(
 
         activity, table = None, None
         if cuda and device_trace:
-            activity, (obs, table) = device_activity(trainer, obs)
+            activity, (obs, table) = device_activity(trainer, obs, timers, trace)
     finally:
         handle.close()
 
@@ -254,6 +325,15 @@ def profile_iteration(
     return result
 
 
+def cuda_device(device: str) -> bool:
+    """Whether the config's ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) puts the run on a GPU."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
 def format_profile(result: dict[str, Any]) -> str:
     """The printed figures: plain and staged iteration time, the stage table, then device and Python profiles."""
     staged_wall = result["staged_iteration_s"]
@@ -271,6 +351,14 @@ def format_profile(result: dict[str, Any]) -> str:
             f"device activity over one iteration: wall {activity['wall_s']:.3f} s, GPU busy {activity['gpu_busy_s']:.3f} s"
             f" ({activity['gpu_busy_fraction']:.0%}), {activity['kernels']} kernels"
         )
+        gaps = activity["idle_gaps"]
+        lines.append(
+            f"device idle between kernels: {gaps['gaps']} gaps; "
+            + ", ".join(f"{k.removeprefix('idle_s_')} {v:.3f} s" for k, v in gaps.items() if k != "gaps")
+        )
+        lines.append(f"{'stage (host time, no synchronizing)':<40} {'s / iteration':>14}")
+        for stage, seconds in activity["host_s_per_stage"].items():
+            lines.append(f"{stage:<40} {seconds:>14.4f}")
         lines.append(result["top_kernels_table"])
     if "python_profile" in result:
         lines.append(result["python_profile"])
@@ -285,10 +373,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--no-device-trace", action="store_true", help="skip the torch.profiler pass")
     parser.add_argument("--python-profile", action="store_true", help="also one iteration under cProfile")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="write the torch.profiler pass's trace here (Chrome's format; gzip-compressed if it ends in .gz)",
+    )
     args = parser.parse_args([a for a in argv if "=" not in a or a.startswith("--")])
     overrides = [a for a in argv if "=" in a and not a.startswith("--")]
+    if args.trace is not None and args.no_device_trace:
+        parser.error("--trace writes the torch.profiler pass's trace: leave out --no-device-trace")
     result = profile_iteration(
-        overrides, args.iterations, device_trace=not args.no_device_trace, cprofile=args.python_profile
+        overrides,
+        args.iterations,
+        device_trace=not args.no_device_trace,
+        cprofile=args.python_profile,
+        trace=args.trace,
     )
     print(format_profile(result))
     if args.out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +117,57 @@ def test_warp_stages_are_timed_at_the_switch_where_replays_skip_the_manager_meth
         switch.call_stage(stage="Custom_stage", warp_call={"fn": inner.action_manager.process_action})
     assert timer.calls["env/rewards"] == 3, "replayed calls are timed too"
     assert timer.calls["env/Custom_stage"] == 3, "an unknown stage keeps its own name"
+
+
+def test_stages_are_labelled_without_synchronizing_when_a_trace_is_recorded():
+    """In the traced pass the stages carry the profiler's labels and are timed on the host with no device waits."""
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    waits, labels = [], []
+
+    @contextmanager
+    def label(name):
+        labels.append(name)
+        yield
+
+    def step(action):
+        return action + 1
+
+    trainer = SimpleNamespace(
+        _policy_step=lambda obs: step,
+        alg=SimpleNamespace(process_env_step=step, compute_returns=step),
+        logger=SimpleNamespace(process_env_step=step),
+        _update=step,
+        env=SimpleNamespace(step=step),
+    )
+    timer = StageTimer(lambda: waits.append(1))
+    (only,) = instrument(timer, trainer)
+    only.enabled = True
+    only.label = label
+    assert trainer.env.step(1) == 2 and trainer._update(2) == 3
+    assert labels == ["env: step (whole)", "learn: update"] and not waits
+    assert set(only.host_seconds) == {"env: step (whole)", "learn: update"} and not only.seconds
+    only.label = None
+    trainer.env.step(1)
+    assert len(waits) == 2 and only.calls["env: step (whole)"] == 1, "without a label the stage synchronizes"
+
+
+def test_idle_gaps_sort_the_device_idle_time_by_length():
+    from bench.iteration_profile import idle_gaps
+
+    # kernels (µs): two overlapping, then gaps of 5 µs, 50 µs, 500 µs and 5 ms
+    intervals = [(0, 10), (5, 20), (25, 30), (80, 90), (590, 600), (5600, 5610)]
+    gaps = idle_gaps(intervals)
+    assert gaps["gaps"] == 4
+    assert gaps["idle_s_under_10us"] == pytest.approx(5e-6)
+    assert gaps["idle_s_10us_to_100us"] == pytest.approx(50e-6)
+    assert gaps["idle_s_100us_to_1ms"] == pytest.approx(500e-6)
+    assert gaps["idle_s_over_1ms"] == pytest.approx(5e-3)
+
+
+def test_a_trace_without_a_gpu_is_refused_before_anything_is_built():
+    from bench.iteration_profile import profile_iteration
+
+    with pytest.raises(ValueError, match="run on a GPU or leave out the trace"):
+        profile_iteration(["task=toy", "device=cpu"], 1, trace=Path("t.json.gz"))
