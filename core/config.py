@@ -292,6 +292,12 @@ class TaskConfig:
     graphs on the CPU, where they cannot be recorded). ``warp`` needs ``physics: newton_mjwarp``; terms it has no Warp
     version of are refused with their names before the simulator starts (the rough-terrain height scan is this
     project's, ``tasks/warp_terms.py``). Isaac Lab tasks only."""
+    device_resets: bool = False
+    """Reset the environments that ended from the termination mask on the device (``tasks/device_resets.py``)
+    instead of reading which ended on the host at every step, which makes the host wait for the step's physics and
+    leaves the device idle while it queues the next work. ``task.frontend=warp`` only; the same environments reset,
+    with the same deterministic figures, but new commands and levels are drawn for every environment and kept for
+    those that reset, so the random stream is not the host-read one. Parts that reset only by ids are refused."""
     torchscript: bool = False
     """Compile the TorchScript functions Isaac Lab scripts when imported (its math utilities: seconds of every
     start). Off, they run as the plain PyTorch functions they are written as; applies from the process's first

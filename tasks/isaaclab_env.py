@@ -138,6 +138,11 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
             f"task.frontend=warp runs on Newton only, not task.physics={task.physics}; "
             "use task.physics=newton_mjwarp, or task.frontend=torch"
         )
+    if task.device_resets and task.frontend != "warp":
+        raise ValueError(
+            f"task.device_resets=true resets by Isaac Lab's Warp environment's mask, not with "
+            f"task.frontend={task.frontend}; add task.frontend=warp, or drop task.device_resets"
+        )
     if task.physics == "physx" and importlib.util.find_spec("isaacsim") is None:
         raise ValueError(
             "task.physics=physx needs Isaac Sim installed (the isaacsim packages); "
@@ -285,6 +290,11 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
             stack.callback(env.close)
             info["captured"] = captured_managers(env)
             print(describe(info["captured"]))
+            if task.device_resets:
+                from tasks.device_resets import DeviceResets
+
+                stack.callback(DeviceResets(env).remove)
+                print("[rlforge] resets chosen on the device (task.device_resets)")
         else:
             from isaaclab.envs import ManagerBasedRLEnv
 

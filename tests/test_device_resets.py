@@ -1,0 +1,219 @@
+"""``task.device_resets``: resets taken from the termination mask on the device give the same steps as Isaac Lab's
+Warp environment resetting by ids (the real environment, on the CPU), each masked part equals the part it replaces
+on the same state, and what cannot be reset by mask is refused, by name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tasks.device_resets import MaskedVelocityCommand, keep_last_where_none_reset, terrain_levels_masked
+
+SMALL_ROUGH = (
+    "task=h1_rough",
+    "task.frontend=warp",
+    "task.num_envs=8",
+    "task.terrain.num_rows=2",
+    "task.terrain.num_cols=2",
+    "task.kernels.precompile=false",
+    "task.observation_noise=false",
+)
+FIXED_COMMANDS = (
+    # Commands from one-point ranges: the draws are the same whichever way they are made, so the two reset paths
+    # must give the same steps to the bit; standing_fraction 0 and every env heading-commanded keep the flags fixed.
+    "task.commands.ranges.lin_vel_x=[0.6,0.6]",
+    "task.commands.ranges.lin_vel_y=[0.1,0.1]",
+    "task.commands.ranges.ang_vel_z=[-0.4,-0.4]",
+    "task.commands.ranges.heading=[0.3,0.3]",
+    "task.commands.standing_fraction=0.0",
+    "task.commands.resampling_time_s=0.1",  # resampled every 5 steps: the masked countdown is exercised
+    "task.episode_length_s=0.3",  # 15 steps: time-outs as well as falls
+)
+
+
+def test_device_resets_need_the_warp_frontend(compose_cfg):
+    from tasks.isaaclab_env import build_env_cfg
+
+    cfg = compose_cfg(["task=h1_rough", "task.device_resets=true"])
+    with pytest.raises(ValueError, match="add task.frontend=warp"):
+        build_env_cfg(cfg.task, "cpu", 0)
+
+
+def test_the_toy_refuses_device_resets(compose_cfg):
+    from tasks.toy import build
+
+    cfg = compose_cfg(["task=toy", "task.device_resets=true"])
+    with pytest.raises(ValueError, match="task.device_resets=True applies to Isaac Lab environments"):
+        build(cfg.task, "cpu", 0)
+
+
+def test_logged_figures_stay_the_last_steps_where_no_environment_reset():
+    view = torch.tensor(2.0)  # a manager's persistent view: the same tensor in the last log and in this one
+    before = {"Episode_Reward/a": view, "Metrics/x": torch.tensor(5.0)}
+    last = {key: value.clone() for key, value in before.items()}
+    view.fill_(0.0)  # the reset of no environment zeroed it
+    log = keep_last_where_none_reset(
+        {"Episode_Reward/a": view, "Metrics/x": torch.tensor(0.0), "new": torch.tensor(1.0)},
+        before,
+        last,
+        torch.tensor(0),
+    )
+    assert log["Episode_Reward/a"] is view and view.item() == 2.0, "a view is restored in place"
+    assert log["Metrics/x"].item() == 5.0 and log["new"].item() == 1.0
+    view.fill_(7.0)
+    log = keep_last_where_none_reset(
+        {"Episode_Reward/a": view, "Metrics/x": torch.tensor(3.0)}, before, last, torch.tensor(2)
+    )
+    assert view.item() == 7.0 and log["Metrics/x"].item() == 3.0, "with resets, this step's figures"
+
+
+def build(compose_cfg, tmp_path, monkeypatch, *overrides: str):
+    from tasks.registry import build_env
+
+    monkeypatch.setenv("RLFORGE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_cfg([*SMALL_ROUGH, *overrides])
+    return build_env(cfg.task, "cpu", 11)
+
+
+def rollout(handle, steps: int) -> list[dict]:
+    """``steps`` steps of fixed random actions from a fixed start (episode counters spread as rsl-rl spreads them);
+    per step the outputs and the reset-time state both paths must agree on."""
+    env, unwrapped = handle.env, handle.env.unwrapped
+    generator = torch.Generator().manual_seed(4)
+    unwrapped.episode_length_buf.copy_(
+        torch.randint(0, int(unwrapped.max_episode_length), (env.num_envs,), generator=generator)
+    )
+    env.get_observations()
+    term = unwrapped.command_manager.get_term("base_velocity")
+    records = []
+    for _ in range(steps):
+        actions = torch.rand(env.num_envs, env.num_actions, generator=generator) * 2 - 1
+        obs, rewards, dones, extras = env.step(actions)
+        records.append(
+            {
+                "obs": obs["policy"].clone(),
+                "rewards": rewards.clone(),
+                "dones": dones.clone(),
+                "time_outs": extras["time_outs"].clone(),
+                "episode_length": unwrapped.episode_length_buf.clone(),
+                "command": term.vel_command_b.clone(),
+                "heading": term.heading_target.clone(),
+                "time_left": term.time_left.clone(),
+                "command_counter": term.command_counter.clone(),
+                "levels": unwrapped.scene.terrain.terrain_levels.clone(),
+                "origins": unwrapped.scene.env_origins.clone(),
+                "log": {k: torch.as_tensor(v).clone() for k, v in extras["log"].items()},
+            }
+        )
+    return records
+
+
+@pytest.mark.slow
+def test_masked_resets_give_the_steps_of_resets_by_ids(compose_cfg, tmp_path, monkeypatch):
+    """The same environment, actions and start, stepped with Isaac Lab's reset by ids and then with the masked one:
+    every observation, reward, done, counter, command, terrain level and logged figure equal, step by step."""
+    steps = 40
+    runs = {}
+    for device_resets in (False, True):
+        handle = build(compose_cfg, tmp_path, monkeypatch, *FIXED_COMMANDS, f"task.device_resets={device_resets}")
+        try:
+            installed = "step" in vars(handle.env.unwrapped)
+            assert installed == device_resets
+            torch.manual_seed(0)
+            runs[device_resets] = rollout(handle, steps)
+        finally:
+            handle.close()
+    by_ids, masked = runs[False], runs[True]
+    resets = torch.stack([r["dones"] for r in by_ids]).sum(dim=1)
+    assert (resets > 0).any() and (resets == 0).any(), "the run should have steps with and without resets"
+    assert ((resets > 0) & (resets < 8)).any(), "some steps should reset part of the environments"
+    for step, (a, b) in enumerate(zip(by_ids, masked, strict=True)):
+        assert a["log"].keys() == b["log"].keys(), step
+        for key in a:
+            if key == "log":
+                for name in a["log"]:
+                    assert torch.equal(a["log"][name], b["log"][name]), (step, name)
+            else:
+                assert torch.equal(a[key], b[key]), (step, key)
+
+
+@pytest.mark.slow
+def test_masked_parts_equal_isaac_labs_on_the_same_state(compose_cfg, tmp_path, monkeypatch):
+    """On one built environment: the masked terrain curriculum gives Isaac Lab's levels and origins (robots moved
+    up, down, and past the last level), and the masked command resampling changes only the masked environments,
+    with values in their ranges; anything that resets by ids only is refused by name."""
+    from isaaclab_tasks.core.velocity.mdp.curriculums import terrain_levels_vel
+
+    from tasks.device_resets import DeviceResets
+
+    handle = build(compose_cfg, tmp_path, monkeypatch)
+    try:
+        env = handle.env.unwrapped
+        handle.env.get_observations()
+        for _ in range(3):
+            handle.env.step(torch.rand(8, handle.env.num_actions) * 2 - 1)
+        terrain = env.scene.terrain
+        root = env.scene["robot"].data.root_pos_w.torch
+        command = env.command_manager.get_command("base_velocity")
+        command[:, 0] = 0.5
+        origins = terrain.env_origins
+        origins[0, :2] = root[0, :2] + 10.0  # far from its origin: promoted
+        origins[1, :2] = root[1, :2]  # has not moved while commanded to: demoted
+        origins[2, :2] = root[2, :2] + 10.0
+        terrain.terrain_levels[0] = 0
+        terrain.terrain_levels[1] = 1
+        terrain.terrain_levels[2] = terrain.max_terrain_level - 1  # promoted past the last level: a random one
+        ids = torch.tensor([0, 1, 2, 5])
+        mask = torch.zeros(8, dtype=torch.bool)
+        mask[ids] = True
+        saved = terrain.terrain_levels.clone(), terrain.env_origins.clone()
+        expected_mean = terrain_levels_vel(env, ids)
+        expected = terrain.terrain_levels.clone(), terrain.env_origins.clone()
+        terrain.terrain_levels.copy_(saved[0])
+        terrain.env_origins.copy_(saved[1])
+        mean = terrain_levels_masked(env, mask, "robot")
+        assert expected[0][0] == 1 and expected[0][1] == 0, "Isaac Lab's term promoted env 0 and demoted env 1"
+        for levels, origins in (expected, (terrain.terrain_levels, terrain.env_origins)):
+            assert 0 <= levels[2] < terrain.max_terrain_level
+            assert torch.equal(origins[2], terrain.terrain_origins[levels[2], terrain.terrain_types[2]])
+        keep = torch.ones(8, dtype=torch.bool)
+        keep[2] = False
+        assert torch.equal(terrain.terrain_levels[keep], expected[0][keep])
+        assert torch.equal(terrain.env_origins[keep], expected[1][keep])
+        assert float(mean) == pytest.approx(float(terrain.terrain_levels.float().mean()))
+        assert float(expected_mean) == pytest.approx(float(expected[0].float().mean()))
+
+        term = env.command_manager.get_term("base_velocity")
+        before = {
+            name: getattr(term, name).clone()
+            for name in ("vel_command_b", "heading_target", "time_left", "command_counter", "is_standing_env")
+        }
+        MaskedVelocityCommand(term).resample(mask)
+        for name, old in before.items():
+            new = getattr(term, name)
+            assert torch.equal(new[~mask], old[~mask]), f"{name} changed where the mask is not set"
+        ranges = term.cfg.ranges
+        assert torch.equal(term.command_counter[mask], before["command_counter"][mask] + 1)
+        for axis, span in enumerate((ranges.lin_vel_x, ranges.lin_vel_y, ranges.ang_vel_z)):
+            values = term.vel_command_b[mask, axis]
+            assert ((values >= span[0]) & (values <= span[1])).all(), axis
+        heading = term.heading_target[mask]
+        assert ((heading >= ranges.heading[0]) & (heading <= ranges.heading[1])).all()
+        low, high = term.cfg.resampling_time_range
+        assert ((term.time_left[mask] >= low) & (term.time_left[mask] <= high)).all()
+
+        class Stateful(torch.nn.Module):
+            """Stands in for an actuator model that keeps per-env state (a delayed PD), which resets by ids."""
+
+        robot = env.scene["robot"]
+        group = next(iter(robot.actuators))
+        real = robot.actuators._groups[group]
+        robot.actuators._groups[group] = Stateful()
+        try:
+            with pytest.raises(ValueError, match=rf"actuator group 'robot/{group}' \(Stateful keeps per-env state\)"):
+                DeviceResets(env)
+        finally:
+            robot.actuators._groups[group] = real
+        assert "step" not in vars(env), "a refused install leaves the environment as it was"
+    finally:
+        handle.close()
