@@ -318,12 +318,26 @@ def act_with(alg, obs, networks: Callable[[Any], tuple[torch.Tensor, torch.Tenso
     t = alg.transition
     t.hidden_states = (None, None)
     actor.distribution.update(mlp_output)
-    t.actions = actor.distribution.sample().detach()
+    t.actions = sample(actor.distribution).detach()
     t.values = values.detach()
     t.actions_log_prob = actor.get_output_log_prob(t.actions).detach()
     t.distribution_params = tuple(p.detach() for p in actor.output_distribution_params)
     t.observations = obs
     return t.actions
+
+
+def sample(distribution) -> torch.Tensor:
+    """``distribution.sample()``; for rsl-rl's Gaussian, without the device read that ``torch.normal`` makes to
+    check that no standard deviation is negative (the clamped or exponentiated deviations never are). The same
+    numbers from the same random state: ``torch.normal(mean, std)`` is a standard normal draw times ``std`` plus
+    ``mean``, computed in that order, which this repeats."""
+    from rsl_rl.modules.distribution import GaussianDistribution
+
+    if type(distribution) is not GaussianDistribution:
+        return distribution.sample()
+    normal = distribution._distribution
+    with torch.no_grad():
+        return torch.empty_like(normal.loc).normal_().mul_(normal.scale).add_(normal.loc)
 
 
 def eager_networks(alg) -> Callable[[Any], tuple[torch.Tensor, torch.Tensor]]:

@@ -315,3 +315,20 @@ def test_deferred_episode_stats_train_what_rsl_rls_logger_trains(compose_cfg, tm
             )
     assert figures[True][0], "episodes ended in the rollouts"
     assert figures[True] == figures[False]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("std_type", ["scalar", "log"])
+def test_gaussian_sample_without_the_std_check_draws_rsl_rls_numbers(device, std_type):
+    """The policy step's sampling skips torch.normal's device read and still draws what rsl-rl's sample() draws."""
+    from rsl_rl.modules.distribution import GaussianDistribution
+
+    distribution = GaussianDistribution(19, init_std=0.7, std_type=std_type).to(device)
+    mean = torch.randn(4096, 19, device=device)
+    distribution.update(mean)
+    torch.manual_seed(5)
+    expected = distribution.sample()
+    torch.manual_seed(5)
+    drawn = speed.sample(distribution)
+    assert torch.equal(drawn, expected)
+    assert not torch.equal(speed.sample(distribution), expected), "a further draw is a new one"
