@@ -179,11 +179,18 @@ class DeviceResets:
         self._original_reset_idx = env._reset_idx
         env.step = self.step
         env._reset_idx = self.reset_idx
+        env.command_manager.compute = self.compute_commands
 
     def remove(self) -> None:
-        """Give the environment back its own ``step`` and ``_reset_idx``."""
+        """Give the environment back its own ``step``, ``_reset_idx`` and command update."""
         for name in ("step", "_reset_idx"):
             self.env.__dict__.pop(name, None)
+        self.env.command_manager.__dict__.pop("compute", None)
+
+    def compute_commands(self, dt: float) -> None:
+        """The command manager's ``compute``, each term resampled by mask where its command ran out."""
+        for command in self.commands:
+            command.compute(dt)
 
     # ---------------------------------------------------------------- the step
     def step(self, action: torch.Tensor):
@@ -223,8 +230,7 @@ class DeviceResets:
         else:
             wp.copy(env.reset_mask_wp, env.termination_manager.dones_wp)
         env._reset_idx(MASK_ONLY, env_mask=env.reset_mask_wp)
-        for command in self.commands:
-            command.compute(float(env.step_dt))
+        env.command_manager.compute(dt=float(env.step_dt))
         if "interval" in env.event_manager.available_modes:
             call(
                 stage="EventManager_apply_interval",

@@ -117,8 +117,9 @@ def test_masked_resets_give_the_steps_of_resets_by_ids(compose_cfg, tmp_path, mo
     for device_resets in (False, True):
         handle = build(compose_cfg, tmp_path, monkeypatch, *FIXED_COMMANDS, f"task.device_resets={device_resets}")
         try:
-            installed = "step" in vars(handle.env.unwrapped)
-            assert installed == device_resets
+            unwrapped = handle.env.unwrapped
+            assert ("step" in vars(unwrapped)) == device_resets
+            assert ("compute" in vars(unwrapped.command_manager)) == device_resets
             torch.manual_seed(0)
             runs[device_resets] = rollout(handle, steps)
         finally:

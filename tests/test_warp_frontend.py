@@ -234,11 +234,12 @@ def test_warp_envs_build_and_step_one_after_another_in_one_process(compose_cfg, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["h1_flat", "h1_rough"])
-def test_h1_trains_with_the_warp_frontend_on_the_cpu(task, tmp_path):
+@pytest.mark.parametrize(("task", "device_resets"), [("h1_flat", False), ("h1_rough", False), ("h1_rough", True)])
+def test_h1_trains_with_the_warp_frontend_on_the_cpu(task, device_resets, tmp_path):
     args = [
         f"task={task}",
         "task.frontend=warp",
+        f"task.device_resets={device_resets}",
         *H1_CPU_RUN,
         f"output_root={tmp_path / 'outputs'}",
         "algo.max_iterations=2",
@@ -251,7 +252,9 @@ def test_h1_trains_with_the_warp_frontend_on_the_cpu(task, tmp_path):
     assert all("Episode_Reward/track_lin_vel_xy_exp" in m and m["env_steps"] == 8 for m in metrics)
     if task == "h1_rough":
         assert all("Curriculum/terrain_levels" in m for m in metrics)
-    assert "[rlforge] Warp frontend: CUDA graphs for no manager" in (run_dir / "startup.log").read_text()
+    startup = (run_dir / "startup.log").read_text()
+    assert "[rlforge] Warp frontend: CUDA graphs for no manager" in startup
+    assert ("[rlforge] resets chosen on the device (task.device_resets)" in startup) == device_resets
     assert "frontend: warp" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "model_2.pt").is_file()
 
