@@ -187,10 +187,13 @@ def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None =
             each.label = None
     if trace is not None:
         export_trace(prof, trace)
+    labels = set(timers[0].host_seconds)  # a stage's label spans its kernels and the gaps between them
     intervals = sorted(
         (e.time_range.start, e.time_range.end)
         for e in prof.events()
-        if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.end > e.time_range.start
+        if e.device_type == torch.autograd.DeviceType.CUDA
+        and not (e.is_user_annotation or e.name in labels)
+        and e.time_range.end > e.time_range.start
     )
     busy_us, current = 0.0, None
     for begin, end in intervals:
