@@ -206,6 +206,9 @@ def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None =
     if current is not None:
         busy_us += current[1] - current[0]
     table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    host = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+    stages = Stages([(e.time_range.start, e.time_range.end, e.name) for e in host if e.name in labels])
+    waits = [(e.time_range.start, e.time_range.end) for e in host if e.name in WAITS]
     return {
         "wall_s": wall,
         "gpu_busy_s": busy_us / 1e6,
@@ -213,17 +216,57 @@ def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None =
         "kernels": len(intervals),
         "host_s_per_stage": dict(sorted(timers[0].host_seconds.items())),
         "idle_gaps": idle_gaps(intervals),
+        "idle_s_by_stage": stages.total(gaps_between(intervals)),
+        "host_waits_s_by_stage": stages.total(waits),
     }, (obs, table)
+
+
+WAITS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"})
+"""CUDA runtime calls in which the host waits for the device (a read of a result, a copy to the host)."""
+
+
+def gaps_between(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The device's idle spans ``(start, end)`` between sorted kernel intervals."""
+    gaps, reach = [], None
+    for begin, end in intervals:
+        if reach is not None and begin > reach:
+            gaps.append((reach, begin))
+        reach = end if reach is None else max(reach, end)
+    return gaps
+
+
+class Stages:
+    """The stages' labelled host intervals ``(start, end, name)`` of a trace (nested: a stage inside the env
+    step's); :meth:`total` adds spans up by the innermost stage open on the host when each began."""
+
+    def __init__(self, labelled: list[tuple[float, float, str]]) -> None:
+        self.labelled = sorted(labelled)
+        self.starts = [start for start, _, _ in self.labelled]
+
+    def at(self, time_us: float) -> str:
+        """The innermost stage open at ``time_us`` (the latest-starting one that contains it), or "outside"."""
+        import bisect
+
+        index = bisect.bisect_right(self.starts, time_us) - 1
+        while index >= 0:
+            start, end, name = self.labelled[index]
+            if start <= time_us <= end:
+                return name
+            index -= 1
+        return "outside the stages"
+
+    def total(self, spans: list[tuple[float, float]]) -> dict[str, float]:
+        """Seconds of ``spans`` (µs intervals) by the stage open when each began, largest first."""
+        sums: dict[str, float] = defaultdict(float)
+        for begin, end in spans:
+            sums[self.at(begin)] += (end - begin) / 1e6
+        return dict(sorted(sums.items(), key=lambda item: -item[1]))
 
 
 def idle_gaps(intervals: list[tuple[float, float]]) -> dict[str, float]:
     """How the device's idle time between kernels (sorted ``(start, end)`` in µs) is made up: many short gaps
     (launch overhead between small kernels) or a few long ones (the host busy elsewhere, or waiting)."""
-    gaps, reach = [], None
-    for begin, end in intervals:
-        if reach is not None and begin > reach:
-            gaps.append(begin - reach)
-        reach = end if reach is None else max(reach, end)
+    gaps = [end - begin for begin, end in gaps_between(intervals)]
     buckets = {"under_10us": 0.0, "10us_to_100us": 0.0, "100us_to_1ms": 0.0, "over_1ms": 0.0}
     for gap in gaps:
         key = (
@@ -359,9 +402,16 @@ def format_profile(result: dict[str, Any]) -> str:
             f"device idle between kernels: {gaps['gaps']} gaps; "
             + ", ".join(f"{k.removeprefix('idle_s_')} {v:.3f} s" for k, v in gaps.items() if k != "gaps")
         )
-        lines.append(f"{'stage (host time, no synchronizing)':<40} {'s / iteration':>14}")
-        for stage, seconds in activity["host_s_per_stage"].items():
-            lines.append(f"{stage:<40} {seconds:>14.4f}")
+        lines.append(
+            f"{'stage (traced, no synchronizing)':<40} {'host s':>8} {'host waits s':>13} {'device idle s':>14}"
+        )
+        waits, idle = activity["host_waits_s_by_stage"], activity["idle_s_by_stage"]
+        for stage in sorted({*activity["host_s_per_stage"], *waits, *idle}):
+            host = activity["host_s_per_stage"].get(stage)
+            lines.append(
+                f"{stage:<40} {'' if host is None else f'{host:.4f}':>8} {waits.get(stage, 0.0):>13.4f}"
+                f" {idle.get(stage, 0.0):>14.4f}"
+            )
         lines.append(result["top_kernels_table"])
     if "python_profile" in result:
         lines.append(result["python_profile"])

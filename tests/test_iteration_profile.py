@@ -171,3 +171,25 @@ def test_a_trace_without_a_gpu_is_refused_before_anything_is_built():
 
     with pytest.raises(ValueError, match="run on a GPU or leave out the trace"):
         profile_iteration(["task=toy", "device=cpu"], 1, trace=Path("t.json.gz"))
+
+
+def test_idle_spans_and_waits_are_put_on_the_innermost_stage_open_when_they_began():
+    from bench.iteration_profile import Stages, gaps_between
+
+    stages = Stages(
+        [
+            (0, 100, "env: step (whole)"),
+            (10, 20, "env/sim: step (physics)"),
+            (30, 60, "env/reset"),
+            (120, 150, "policy: act"),
+        ]
+    )
+    assert stages.at(15) == "env/sim: step (physics)"
+    assert stages.at(25) == "env: step (whole)", "between two inner stages: the outer one"
+    assert stages.at(70) == "env: step (whole)"
+    assert stages.at(110) == "outside the stages"
+    kernels = [(0, 12), (11, 31), (40, 41), (125, 200)]
+    assert gaps_between(kernels) == [(31, 40), (41, 125)]
+    totals = stages.total(gaps_between(kernels))
+    assert totals == {"env/reset": pytest.approx(93e-6)}, "each span counts where it began"
+    assert list(stages.total([(121, 122), (35, 45)])) == ["env/reset", "policy: act"], "largest first"
