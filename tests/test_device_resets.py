@@ -218,3 +218,33 @@ def test_masked_parts_equal_isaac_labs_on_the_same_state(compose_cfg, tmp_path, 
         assert "step" not in vars(env), "a refused install leaves the environment as it was"
     finally:
         handle.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="reads of the device are what this counts: no CUDA device")
+def test_a_step_with_device_resets_does_not_wait_for_the_device(compose_cfg, tmp_path, monkeypatch):
+    """PyTorch's sync debug mode raises at any PyTorch read of the device (``nonzero``, ``item``, a copy to the
+    host) during the steps, with resets happening in them (Warp's own reads are not seen by it)."""
+    from tasks.registry import build_env
+
+    monkeypatch.setenv("RLFORGE_CACHE", str(tmp_path / "cache"))
+    cfg = compose_cfg([*SMALL_ROUGH, "task.episode_length_s=0.1", "task.device_resets=true"])
+    handle = build_env(cfg.task, "cuda:0", 11)
+    try:
+        env = handle.env
+        env.get_observations()
+        actions = torch.rand(env.num_envs, env.num_actions, device="cuda:0") * 2 - 1
+        for _ in range(3):  # first calls record the managers' graphs and allocate
+            env.step(actions)
+        dones = []
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(10):
+                _, _, done, _ = env.step(actions)
+                dones.append(done.clone())
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        assert torch.stack(dones).sum() > 0, "environments should have reset during the steps"
+    finally:
+        handle.close()
