@@ -261,7 +261,7 @@ class DeviceResets:
         call = env._manager_call_switch.call_stage
         count = mask.sum()
         before = env.extras.get("log") or {}
-        last = {key: value.clone() for key, value in before.items() if isinstance(value, torch.Tensor)}
+        saved = saved_views(before)
         manager = env.curriculum_manager
         for name, asset in self.curriculum:
             manager._curriculum_state[name] = terrain_levels_masked(env, mask, asset)
@@ -301,23 +301,42 @@ class DeviceResets:
         ):
             log.update(call(stage=stage, warp_call={"fn": manager_reset, "kwargs": {"env_mask": env_mask}}) or {})
         env.episode_length_buf.masked_fill_(mask, 0)
-        env.extras["log"] = keep_last_where_none_reset(log, before, last, count)
+        env.extras["log"] = keep_last_where_none_reset(log, before, saved, count)
+
+
+def saved_views(log: dict[str, Any]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the buffers that the tensors of ``log`` view (a Warp manager's figures are views of one buffer it
+    keeps and rewrites at each reset), by the buffer's id: (buffer, copy). Other tensors are new at each reset and
+    stay as they were."""
+    saved = {}
+    for value in log.values():
+        base = value._base if isinstance(value, torch.Tensor) else None
+        if base is not None and id(base) not in saved:
+            saved[id(base)] = (base, base.clone())
+    return saved
 
 
 def keep_last_where_none_reset(
-    log: dict[str, Any], before: dict[str, Any], last: dict[str, torch.Tensor], count: torch.Tensor
+    log: dict[str, Any],
+    before: dict[str, Any],
+    saved: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    count: torch.Tensor,
 ) -> dict[str, Any]:
-    """``log`` where some environment reset, else the figures of the last step where some did (``last``, copied
-    from the log dict ``before`` this step's reset), as Isaac Lab's step leaves its previous log in place when no
-    environment resets. A figure that is a manager's persistent view (the same tensor in ``before`` and ``log``; the
-    Warp reward manager's) is restored in place, since earlier steps' logs hold it too."""
+    """``log`` where some environment reset (``count`` > 0), else the figures of the log ``before`` this step's
+    reset, as Isaac Lab's step leaves its previous log in place when no environment resets. A figure that is the
+    same view in both (a manager's persistent buffer, which earlier steps' logs hold too) gets its buffer back in
+    place from ``saved`` (:func:`saved_views`, taken before the reset); the others are chosen, on the device."""
     some = count > 0
+    restored = set()
     for key, value in log.items():
-        if key not in last or not isinstance(value, torch.Tensor):
+        if not isinstance(value, torch.Tensor) or not isinstance(before.get(key), torch.Tensor):
             continue
-        kept = torch.where(some, value, last[key])
-        if before.get(key) is value:
-            value.copy_(kept)
+        base = value._base
+        if before[key] is value and base is not None and id(base) in saved:
+            if id(base) not in restored:
+                restored.add(id(base))
+                buffer, copy = saved[id(base)]
+                buffer.copy_(torch.where(some, buffer, copy))
         else:
-            log[key] = kept
+            log[key] = torch.where(some, value, before[key])
     return log

@@ -48,23 +48,27 @@ def test_the_toy_refuses_device_resets(compose_cfg):
 
 
 def test_logged_figures_stay_the_last_steps_where_no_environment_reset():
-    view = torch.tensor(2.0)  # a manager's persistent view: the same tensor in the last log and in this one
-    before = {"Episode_Reward/a": view, "Metrics/x": torch.tensor(5.0)}
-    last = {key: value.clone() for key, value in before.items()}
-    view.fill_(0.0)  # the reset of no environment zeroed it
+    from tasks.device_resets import saved_views
+
+    buffer = torch.tensor([2.0, 3.0])  # a manager's persistent buffer; its figures are views of it
+    first, second = buffer[0], buffer[1]
+    before = {"Episode_Reward/a": first, "Episode_Reward/b": second, "Metrics/x": torch.tensor(5.0)}
+    saved = saved_views(before)
+    assert len(saved) == 1, "one copy per buffer"
+    buffer.zero_()  # the reset of no environment rewrote it
+    log = {"Episode_Reward/a": first, "Episode_Reward/b": second, "Metrics/x": torch.tensor(0.0), "new": 1.0}
+    log = keep_last_where_none_reset(log, before, saved, torch.tensor(0))
+    assert log["Episode_Reward/a"] is first and buffer.tolist() == [2.0, 3.0], "the buffer is restored in place"
+    assert log["Metrics/x"].item() == 5.0 and log["new"] == 1.0
+    saved = saved_views(before)
+    buffer.copy_(torch.tensor([7.0, 8.0]))
     log = keep_last_where_none_reset(
-        {"Episode_Reward/a": view, "Metrics/x": torch.tensor(0.0), "new": torch.tensor(1.0)},
+        {"Episode_Reward/a": first, "Episode_Reward/b": second, "Metrics/x": torch.tensor(3.0)},
         before,
-        last,
-        torch.tensor(0),
+        saved,
+        torch.tensor(2),
     )
-    assert log["Episode_Reward/a"] is view and view.item() == 2.0, "a view is restored in place"
-    assert log["Metrics/x"].item() == 5.0 and log["new"].item() == 1.0
-    view.fill_(7.0)
-    log = keep_last_where_none_reset(
-        {"Episode_Reward/a": view, "Metrics/x": torch.tensor(3.0)}, before, last, torch.tensor(2)
-    )
-    assert view.item() == 7.0 and log["Metrics/x"].item() == 3.0, "with resets, this step's figures"
+    assert buffer.tolist() == [7.0, 8.0] and log["Metrics/x"].item() == 3.0, "with resets, this step's figures"
 
 
 def build(compose_cfg, tmp_path, monkeypatch, *overrides: str):
