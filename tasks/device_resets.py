@@ -18,7 +18,7 @@ What stays the same: which environments reset, and every deterministic figure (t
 logged means). What differs: the random draws (new commands, resampling times, a solved terrain's random level) are
 drawn for every environment and kept for the masked ones, where Isaac Lab draws only as many as environments reset,
 so the random stream differs from the host-read path's from the first reset on; each value comes from the same
-distribution. Logged means over no resetting environment are 0 (Isaac Lab logs nothing new in such a step).
+distribution. A step in which no environment resets keeps the last logged figures, as Isaac Lab's step does.
 
 Anything else at reset time (other command or curriculum terms, recorder terms, stateful actuators, deformable
 objects) is refused when the environment is built, by name.
@@ -119,6 +119,7 @@ def unsupported(env: Any) -> list[str]:
     """What in ``env`` takes environment ids at reset and has no masked version here (empty: supported)."""
     from isaaclab.actuators import ImplicitActuator
     from isaaclab.envs.mdp.commands.velocity_command import UniformVelocityCommand
+    from isaaclab_experimental.utils.manager_call_switch import ManagerCallMode
     from isaaclab_tasks.core.velocity.mdp.curriculums import terrain_levels_vel
 
     found = []
@@ -128,13 +129,9 @@ def unsupported(env: Any) -> list[str]:
     for name, term in env.command_manager._terms.items():
         if type(term) is not UniformVelocityCommand:
             found.append(f"command '{name}' ({type(term).__name__}; UniformVelocityCommand only)")
-        elif name != "base_velocity":
-            found.append(f"command '{name}' (the curriculum reads 'base_velocity')")
     for name, cfg in zip(env.curriculum_manager._term_names, env.curriculum_manager._term_cfgs, strict=True):
         if cfg.func is not terrain_levels_vel:
             found.append(f"curriculum term '{name}' ({getattr(cfg.func, '__name__', cfg.func)})")
-    from isaaclab_experimental.utils.manager_call_switch import ManagerCallMode
-
     for manager in ("EventManager", "TerminationManager"):
         if env._manager_call_switch.get_mode_for_manager(manager) == ManagerCallMode.STABLE:
             found.append(f"{manager} in Isaac Lab's stable mode (resets by ids)")
@@ -196,7 +193,6 @@ class DeviceResets:
     def step(self, action: torch.Tensor):
         """The Warp environment's step, in its order, with the reset taken from the mask on the device."""
         import warp as wp
-        from isaaclab_experimental.utils.manager_call_switch import ManagerCallMode
 
         env = self.env
         call = env._manager_call_switch.call_stage
@@ -225,10 +221,7 @@ class DeviceResets:
             stage="RewardManager_compute",
             warp_call={"fn": env.reward_manager.compute, "kwargs": {"dt": float(env.step_dt)}},
         )
-        if env._manager_call_switch.get_mode_for_manager("TerminationManager") == ManagerCallMode.STABLE:
-            wp.copy(env.reset_mask_wp, wp.from_torch(env.reset_buf, dtype=wp.bool))
-        else:
-            wp.copy(env.reset_mask_wp, env.termination_manager.dones_wp)
+        wp.copy(env.reset_mask_wp, env.termination_manager.dones_wp)  # its stable mode is refused (unsupported)
         env._reset_idx(MASK_ONLY, env_mask=env.reset_mask_wp)
         env.command_manager.compute(dt=float(env.step_dt))
         if "interval" in env.event_manager.available_modes:
