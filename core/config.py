@@ -183,8 +183,8 @@ class TerrainConfig:
     ``thread`` (default): one thread searches one shape's box in the terrain's BVH. ``tiled``: Newton's own kernel,
     in which a block of 256 threads shares each shape's search and a fixed number of blocks take the shapes in
     turn. The same triangles either way (a run on the CPU is the same to the bit); on an H200 at 4096 envs
-    ``thread`` stepped 1.46-1.62x the environments a second (``docs/benchmarks.md``). Newton's only: ``physx`` searches
-    its own way whichever is set."""
+    ``thread`` stepped 1.46-1.62x the environments a second (``docs/benchmarks.md``). Newton's only: ``physx`` and a
+    ``plane`` have no such search, and refuse ``tiled`` (which can only have been asked for)."""
     solver_stand_in: bool = True
     """Give the MuJoCo model that Newton's MuJoCo solver builds the bounding box of a large static mesh (the generated
     terrain) in place of its million triangles, when Newton computes the contacts (``tasks/solver_stand_in.py``):

@@ -138,6 +138,12 @@ def build_env_cfg(task: DictConfig, device: str, seed: int) -> Any:
             f"task.frontend=warp runs on Newton only, not task.physics={task.physics}; "
             "use task.physics=newton_mjwarp, or task.frontend=torch"
         )
+    if task.terrain.midphase == "tiled" and (task.physics != "newton_mjwarp" or task.terrain.type != "generator"):
+        raise ValueError(
+            "task.terrain.midphase=tiled chooses Newton's search for a generated terrain's triangles, which runs with "
+            f"task.physics=newton_mjwarp and task.terrain.type=generator only, not task.physics={task.physics} and "
+            f"task.terrain.type={task.terrain.type} (drop the override)"
+        )
     if task.device_resets and task.frontend != "warp":
         raise ValueError(
             f"task.device_resets=true resets by Isaac Lab's Warp environment's mask, not with "

@@ -118,7 +118,12 @@ TOY_OVERRIDES = {"startup_delay_s": "seconds the build waits before the env exis
 """What ``task.env_overrides`` may set on the toy task."""
 
 
-ISAACLAB_ONLY = {"frontend": "torch", "terrain.collision": "mesh", "device_resets": "False"}
+ISAACLAB_ONLY = {
+    "frontend": "torch",
+    "terrain.collision": "mesh",
+    "terrain.midphase": "thread",
+    "device_resets": "False",
+}
 """Task settings (and their defaults) that only Isaac Lab environments act on: the toy refuses other values
 rather than ignore them."""
 

@@ -212,7 +212,15 @@ def test_schemas_own_the_defaults_and_options_state_only_what_they_change(group)
         assert restated_defaults(node, schema) == [], f"{path.relative_to(CONF)} restates schema defaults"
 
 
-@pytest.mark.parametrize("override", ["task.frontend=warp", "task.terrain.collision=heightfield"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "task.frontend=warp",
+        "task.terrain.collision=heightfield",
+        "task.terrain.midphase=tiled",
+        "task.device_resets=true",
+    ],
+)
 def test_the_toy_refuses_isaaclab_only_settings_instead_of_ignoring_them(compose_cfg, override):
     from tasks.registry import build_env
 

@@ -124,6 +124,16 @@ def test_a_misspelt_midphase_fails_while_the_config_is_composed(compose_cfg):
         compose_cfg(["task=h1_rough", "task.terrain.midphase=per_thread"])
 
 
+@pytest.mark.parametrize("ground", ["task.terrain.type=plane", "task.physics=physx"])
+def test_newtons_midphase_asked_where_no_terrain_search_runs_is_refused(compose_cfg, ground, tmp_path, monkeypatch):
+    from tasks.isaaclab_env import build_env_cfg
+
+    monkeypatch.setenv("RLFORGE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="midphase=tiled .* runs with task.physics=newton_mjwarp and"):
+        build_env_cfg(compose_cfg(["task=h1_rough", ground, "task.terrain.midphase=tiled"]).task, "cpu", 0)
+    assert build_env_cfg(compose_cfg(["task=h1_rough", "task.terrain.midphase=tiled"]).task, "cpu", 0)
+
+
 @pytest.mark.slow
 def test_training_with_either_midphase_is_the_same_to_the_bit_on_the_cpu(tmp_path):
     metrics = {}

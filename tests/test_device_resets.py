@@ -39,14 +39,6 @@ def test_device_resets_need_the_warp_frontend(compose_cfg):
         build_env_cfg(cfg.task, "cpu", 0)
 
 
-def test_the_toy_refuses_device_resets(compose_cfg):
-    from tasks.toy import build
-
-    cfg = compose_cfg(["task=toy", "task.device_resets=true"])
-    with pytest.raises(ValueError, match="task.device_resets=True applies to Isaac Lab environments"):
-        build(cfg.task, "cpu", 0)
-
-
 def test_logged_figures_stay_the_last_steps_where_no_environment_reset():
     from tasks.device_resets import saved_views
 
