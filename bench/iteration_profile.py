@@ -11,7 +11,9 @@ the same number of iterations:
 2. stages: every stage wrapped in a timer that synchronizes the device before and after, so each stage's figure
    is its own work (with host-device overlap removed, their sum exceeds the plain figure);
 3. device activity (CUDA only): one iteration under ``torch.profiler``; the union of the GPU's kernel intervals
-   against the wall time says whether the iteration is bound by the device or by the host launching work.
+   against the wall time says whether the iteration is bound by the device or by the host launching work. The
+   stages are labelled in the trace and not synchronized: per stage, the host's time, its waits for the device
+   and the device's idle time from there; ``--trace FILE`` keeps the trace (Chrome's format).
 
 It prints a table and writes the figures as JSON (``--out``). Nothing is written to a run directory.
 """
