@@ -197,16 +197,9 @@ def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None =
         and not (e.is_user_annotation or e.name in labels)
         and e.time_range.end > e.time_range.start
     )
-    busy_us, current = 0.0, None
-    for begin, end in intervals:
-        if current is None or begin > current[1]:
-            if current is not None:
-                busy_us += current[1] - current[0]
-            current = [begin, end]
-        else:
-            current[1] = max(current[1], end)
-    if current is not None:
-        busy_us += current[1] - current[0]
+    gaps = gaps_between(intervals)
+    # busy: the span from the first kernel's start to the last one's end, less the idle spans between kernels
+    busy_us = max(end for _, end in intervals) - intervals[0][0] - sum(e - b for b, e in gaps) if intervals else 0.0
     table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
     host = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
     stages = Stages([(e.time_range.start, e.time_range.end, e.name) for e in host if e.name in labels])
@@ -217,8 +210,8 @@ def device_activity(trainer, obs, timers: list[StageTimer], trace: Path | None =
         "gpu_busy_fraction": busy_us / 1e6 / wall,
         "kernels": len(intervals),
         "host_s_per_stage": dict(sorted(timers[0].host_seconds.items())),
-        "idle_gaps": idle_gaps(intervals),
-        "idle_s_by_stage": stages.total(gaps_between(intervals)),
+        "idle_gaps": idle_gaps(gaps),
+        "idle_s_by_stage": stages.total(gaps),
         "host_waits_s_by_stage": stages.total(waits),
     }, (obs, table)
 
@@ -265,10 +258,10 @@ class Stages:
         return dict(sorted(sums.items(), key=lambda item: -item[1]))
 
 
-def idle_gaps(intervals: list[tuple[float, float]]) -> dict[str, float]:
-    """How the device's idle time between kernels (sorted ``(start, end)`` in µs) is made up: many short gaps
-    (launch overhead between small kernels) or a few long ones (the host busy elsewhere, or waiting)."""
-    gaps = [end - begin for begin, end in gaps_between(intervals)]
+def idle_gaps(spans: list[tuple[float, float]]) -> dict[str, float]:
+    """How the device's idle time between kernels (its idle ``spans``, :func:`gaps_between`, in µs) is made up: many
+    short gaps (launch overhead between small kernels) or a few long ones (the host busy elsewhere, or waiting)."""
+    gaps = [end - begin for begin, end in spans]
     buckets = {"under_10us": 0.0, "10us_to_100us": 0.0, "100us_to_1ms": 0.0, "over_1ms": 0.0}
     for gap in gaps:
         key = (

@@ -154,11 +154,11 @@ def test_stages_are_labelled_without_synchronizing_when_a_trace_is_recorded():
 
 
 def test_idle_gaps_sort_the_device_idle_time_by_length():
-    from bench.iteration_profile import idle_gaps
+    from bench.iteration_profile import gaps_between, idle_gaps
 
     # kernels (µs): two overlapping, then gaps of 5 µs, 50 µs, 500 µs and 5 ms
     intervals = [(0, 10), (5, 20), (25, 30), (80, 90), (590, 600), (5600, 5610)]
-    gaps = idle_gaps(intervals)
+    gaps = idle_gaps(gaps_between(intervals))
     assert gaps["gaps"] == 4
     assert gaps["idle_s_under_10us"] == pytest.approx(5e-6)
     assert gaps["idle_s_10us_to_100us"] == pytest.approx(50e-6)
