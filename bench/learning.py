@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
-from bench.report import SCHEMA
+from bench.report import SCHEMA, settings_differences, unused_settings
 from bench.trainer_runs import run_trainer
 from bench.trainers import TRAINERS, Settings
 
@@ -161,22 +161,13 @@ def is_learning_report(report: dict[str, Any]) -> bool:
     return str(report.get("schema", "")).endswith("/learning")
 
 
-TRAINER_SETTINGS: dict[str, tuple[str, ...]] = {
-    "ours": ("ours_root", "extra_ours", "ours_frontend"),
-    "isaaclab": ("extra_isaaclab", "isaaclab_frontend"),
-}
-"""Settings that only one trainer's runs use: reports are held to them only where they hold that trainer's runs
-(a report of Isaac Lab's runs alone says nothing about our frontend)."""
-
-
-def _settings_differences(a: dict[str, Any], b: dict[str, Any], ignored: set[str] = frozenset()) -> list[str]:
-    keys = [k for k in dict.fromkeys([*a, *b]) if k not in SEED_SETTINGS and k not in ignored]
-    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+def _settings_differences(a: dict[str, Any], b: dict[str, Any], ignored: set[str]) -> list[str]:
+    return settings_differences(a, b, ignored | set(SEED_SETTINGS))
 
 
 def _unused_settings(report: dict[str, Any]) -> set[str]:
     """The trainer-specific settings of the trainers ``report`` holds no runs of."""
-    return {key for trainer, keys in TRAINER_SETTINGS.items() if not report["runs"].get(trainer) for key in keys}
+    return unused_settings({trainer for trainer, runs in report["runs"].items() if runs})
 
 
 def merge_learning_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -108,16 +108,48 @@ def validate_report(report: dict[str, Any]) -> None:
                 raise ValueError(f"trainer '{name}' has unknown phase '{phase}'")
 
 
+TRAINER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "ours": ("ours_root", "extra_ours", "ours_frontend"),
+    "isaaclab": ("extra_isaaclab", "isaaclab_frontend"),
+}
+"""Settings that only one trainer's runs use: reports are held to them only where they hold that trainer's runs
+(a report of Isaac Lab's runs alone says nothing about our frontend)."""
+
+
+def unused_settings(trainers_run: set[str]) -> set[str]:
+    """The trainer-specific settings of the trainers not in ``trainers_run`` (those a report holds no runs of)."""
+    return {key for trainer, keys in TRAINER_SETTINGS.items() if trainer not in trainers_run for key in keys}
+
+
+def settings_differences(
+    a: dict[str, Any], b: dict[str, Any], ignored: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """``key: a vs b`` for each setting outside ``ignored`` whose values differ."""
+    keys = [k for k in dict.fromkeys([*a, *b]) if k not in ignored]
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Join reports of the same settings (say one trainer or phase each) into one; later phases win."""
+    """Join reports of the same settings (say one trainer or phase each) into one; later phases win.
+
+    A trainer's own settings (:data:`TRAINER_SETTINGS`) are compared only between reports that ran it, and the
+    merged report takes them from the first report that did."""
     if not reports:
         raise ValueError("nothing to merge")
-    settings = reports[0]["settings"]
+    settings = dict(reports[0]["settings"])
+    unused = unused_settings(set(reports[0]["trainers"]))
     results: dict[str, dict[str, Any]] = {}
-    for report in reports:
+    for index, report in enumerate(reports):
         validate_report(report)
-        if report["settings"] != settings:
-            raise ValueError(f"cannot merge runs of different settings: {report['settings']} vs {settings}")
+        its_unused = unused_settings(set(report["trainers"]))
+        differences = settings_differences(settings, report["settings"], unused | its_unused)
+        if differences:
+            raise ValueError(
+                f"cannot merge runs of different settings (report 1 vs report {index + 1}): " + "; ".join(differences)
+            )
+        for key in (unused - its_unused) & set(report["settings"]):
+            settings[key] = report["settings"][key]
+        unused &= its_unused
         for name, trainer in report["trainers"].items():
             into = results.setdefault(name, {"command": trainer["command"], "phases": {}})
             into["phases"].update(trainer["phases"])

@@ -129,8 +129,18 @@ def test_report_schema_ratios_table_and_merge(tmp_path):
     assert halves[0]["ratios"] is None
     merged = merge_reports(json.loads(json.dumps(halves)))
     assert merged["ratios"] == report["ratios"]
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="different settings.*seed: 42 vs 1"):
         merge_reports([halves[0], build_report({"isaaclab": theirs}, {**settings, "seed": 1}, {})])
+    # Each trainer run in its own call, each call with its own trainer's settings: ours' frontend and extra
+    # overrides say nothing about Isaac Lab's run, so the two still merge, keeping ours' settings from its report.
+    ours_only = build_report({"ours": ours}, {**settings, "ours_frontend": "warp", "extra_ours": ["a=1"]}, {})
+    theirs_only = build_report({"isaaclab": theirs}, {**settings, "ours_frontend": "torch", "extra_ours": []}, {})
+    for pair in ([ours_only, theirs_only], [theirs_only, ours_only]):
+        joined = merge_reports(json.loads(json.dumps(pair)))
+        assert joined["ratios"] == report["ratios"]
+        assert joined["settings"]["ours_frontend"] == "warp" and joined["settings"]["extra_ours"] == ["a=1"]
+    with pytest.raises(ValueError, match="ours_frontend: 'warp' vs 'torch'"):
+        merge_reports([ours_only, build_report({"ours": ours, "isaaclab": theirs}, theirs_only["settings"], {})])
     broken = copy.deepcopy(report)
     del broken["trainers"]["ours"]["figures"]["learn_s"]
     with pytest.raises(ValueError, match="learn_s"):
