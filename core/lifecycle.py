@@ -85,6 +85,12 @@ def end_startup() -> None:
     _starting_at = None
 
 
+def leave_startup() -> None:
+    """Start-up has ended by a stop, now being handled: a repeated stop request raises nothing from here on."""
+    global _starting_at
+    _starting_at = None
+
+
 def stop_now_if_starting() -> None:
     """Raise :class:`Interrupted` when a stop is pending and the run is still starting up.
 
@@ -93,6 +99,20 @@ def stop_now_if_starting() -> None:
     there, and the next call, at one of the start-up's checkpoints, raises it again."""
     if _stop_reason is not None and _starting_at is not None:
         raise Interrupted(_stop_reason, _starting_at)
+
+
+def as_startup_stop(error: BaseException) -> Interrupted | None:
+    """What ended start-up, if a stop did: ``error`` itself when it is the stop, else the pending stop request
+    while the run is still starting, else None (``error`` is a failure of its own).
+
+    Raised from a signal handler, the stop can surface as another exception: library code that wraps what it
+    catches (OmegaConf turns any error raised while it resolves a config into its own ``InterpolationResolutionError``)
+    or fails while unwinding. The stop was asked all the same, and the run ends as a stopped one."""
+    if isinstance(error, Interrupted):
+        return error
+    if _stop_reason is not None and _starting_at is not None:
+        return Interrupted(_stop_reason, _starting_at)
+    return None
 
 
 def _handler(signum: int, _frame: FrameType | None) -> None:

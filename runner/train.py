@@ -291,14 +291,21 @@ def _run(cfg: DictConfig) -> float:
             # A stop requested before this run began (a launcher's handler held the signal) ends it here.
             lifecycle.stop_now_if_starting()
             return _train(cfg, run_dir, device, info, seed, manifest, resuming, torch)
-    except lifecycle.Interrupted as stop:
+    except BaseException as error:
+        stop = lifecycle.as_startup_stop(error)
+        if stop is None:
+            raise
+        lifecycle.leave_startup()  # a repeated stop signal now raises nothing: the records below are written whole
         if info.is_main and lock is not None:
             if not lifecycle.stop_reported():
                 # The request came before the ledger's stop hook was set (a signal while the run directory was
                 # being opened, or one a launcher held): the ledger still says a stop was asked, and why.
                 ledger.record("signal", reason=stop.reason)
-            ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration)
-        raise
+            surfaced_as = {} if stop is error else {"surfaced_as": repr(error)[:500]}
+            ledger.record("end", how="interrupted", reason=stop.reason, iteration=stop.iteration, **surfaced_as)
+        if stop is error:
+            raise
+        raise stop from error
     finally:
         # The next run of this process (a local sweep's next point) starts with no stop request of this one's.
         lifecycle.clear()

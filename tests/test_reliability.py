@@ -264,6 +264,51 @@ def test_stop_requested_before_the_run_begins_ends_it_before_the_simulator_start
     assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
 
 
+def test_a_stop_signal_that_library_code_turned_into_another_error_still_ends_the_attempt_as_stopped(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """A stop signal raises from its handler wherever the main thread is. Inside OmegaConf (the run writes its
+    config right after the ledger starts taking signals) the stop surfaces as OmegaConf's own error, not as the
+    stop; the attempt must still end as a stopped one, and a second signal while that end is written must not cut
+    it short. Real signals to this process, real OmegaConf (the failure seen under load: the ledger ended at
+    the signal, with no end)."""
+    from omegaconf import OmegaConf
+
+    from core import ledger, lifecycle
+    from runner import train
+
+    cfg = compose_cfg(["task=toy", f"output_root={tmp_path / 'outputs'}", "summary=false"])
+    OmegaConf.register_new_resolver(
+        "rlforge_test_sigterm", lambda: os.kill(os.getpid(), signal.SIGTERM) or 0, replace=True
+    )
+    real_manifest, real_record = train.build_manifest, ledger.RunLedger.record
+
+    def manifest_written_as_the_signal_comes(**fields):
+        OmegaConf.to_yaml(OmegaConf.create({"written": "${rlforge_test_sigterm:}"}), resolve=True)
+        return real_manifest(**fields)
+
+    def record_with_a_second_signal(self, event, **fields):
+        if event == "end":
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_record(self, event, **fields)
+
+    monkeypatch.setattr(train, "build_manifest", manifest_written_as_the_signal_comes)
+    monkeypatch.setattr(ledger.RunLedger, "record", record_with_a_second_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(lifecycle.Interrupted) as stopped:
+            train.run(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert (stopped.value.reason, stopped.value.iteration) == ("SIGTERM", 0)
+    attempt = events(only_run(tmp_path / "outputs" / "toy"))
+    kinds = [e["event"] for e in attempt]
+    assert "simulator_ready" not in kinds and kinds.count("signal") == 1 and kinds[-2:] == ["signal", "end"]
+    assert attempt[-1]["how"] == "interrupted" and attempt[-1]["reason"] == "SIGTERM" and attempt[-1]["iteration"] == 0
+    assert "InterpolationResolutionError" in attempt[-1]["surfaced_as"], attempt[-1]
+    assert lifecycle.stop_requested() is None, "the next run of this process starts without the old request"
+
+
 def test_a_stop_during_start_up_that_library_code_swallowed_is_raised_again():
     """A stop signal during start-up raises from its handler wherever the main thread is, possibly inside a
     library's ``try: import optional / except Exception``, which swallows it. The run must still stop at the
