@@ -1,6 +1,7 @@
 """The two trainers the benchmark compares, and the command line (and environment variables) that runs each on the
-same settings: the same task, robot, ground, envs, seed and iterations, each trainer with the frontend it is given
-(``torch``, Isaac Lab's ``ManagerBasedRLEnv``; ``warp``, its Warp frontend, ``ManagerBasedRLEnvWarp``)."""
+same settings: the same task, robot (:data:`OURS_ON_ISAACLABS_ROBOT`), ground, envs, seed and iterations, each
+trainer with the frontend it is given (``torch``, Isaac Lab's ``ManagerBasedRLEnv``; ``warp``, its Warp frontend,
+``ManagerBasedRLEnvWarp``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,16 @@ ISAACLAB_TASK = "Isaac-Velocity-Rough-H1"
 """Isaac Lab's id of the default task, ``h1_rough``."""
 TRAINERS = ("ours", "isaaclab")
 FRONTENDS = ("torch", "warp")
+OURS_ON_ISAACLABS_ROBOT = (
+    "task.robot.armature=null",
+    "task.robot.joint_damping=null",
+    "task.robot.motor_limits=isaaclab",
+)
+"""Our robot settings that give our H1 the joints Isaac Lab's trainer gives it: the armature and passive damping of
+the USD both trainers load (none: the project's H1 model states neither) and Isaac Lab's H1 effort limits. Ours
+defaults to Unitree's MuJoCo armature and damping (``task.robot``), which Isaac Lab's trainer cannot be given: its H1
+actuator groups leave both unset, and its command line refuses a number where its config holds None. A trainer
+comparison needs one robot; ``--ours-arg task.robot.armature=0.1`` puts ours back on its own."""
 STEPS_PER_ENV = 24  # rsl-rl's num_steps_per_env in both trainers' H1 rough settings
 
 
@@ -71,6 +82,7 @@ def command_for(trainer: str, settings: Settings, output_dir: Path) -> list[str]
         for model, dims in (("actor", settings.actor_hidden_dims), ("critic", settings.critic_hidden_dims)):
             if dims is not None:
                 command.append(f"algo.{model}.hidden_dims=[{','.join(str(d) for d in dims)}]")
+        command += OURS_ON_ISAACLABS_ROBOT
         if generated and settings.terrain_rows:
             command.append(f"task.terrain.num_rows={settings.terrain_rows}")
         if generated and settings.terrain_cols:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from bench.benchmark import parse_args
 from bench.learning import learning_comparison
 from bench.logparse import parse_iterations, summarize_run
 from bench.report import build_report, format_table, merge_reports, validate_report
-from bench.trainers import ISAACLAB_TASK, Settings, command_for
+from bench.trainers import ISAACLAB_TASK, OURS_ON_ISAACLABS_ROBOT, Settings, command_for
 from rlforge_testing import rsl_rl_logger
 
 
@@ -171,6 +172,28 @@ def test_both_trainers_get_the_same_task_robot_envs_seed_and_iterations(tmp_path
         "env.scene.terrain.terrain_generator.num_rows=4",
         "env.scene.terrain.terrain_generator.num_cols=5",
     } <= set(theirs)
+
+
+@pytest.mark.parametrize("task", ["h1_rough", "h1_flat"])
+def test_ours_runs_the_robot_isaac_labs_trainer_runs(compose_cfg, task):
+    """Both trainers load one robot USD; the joint settings on top of it (armature, passive damping, effort and
+    velocity limits) must be the same too: our environment config, composed with what the benchmark gives ours,
+    holds the robot Isaac Lab's own config for the task holds (its USD path aside, which the benchmark gives it)."""
+    from isaaclab_tasks.utils.parse_cfg import parse_env_cfg
+
+    from tasks.isaaclab_env import build_env_cfg
+
+    def robot(env_cfg) -> dict:
+        cfg = env_cfg.scene.robot.to_dict()
+        cfg["spawn"].pop("usd_path")
+        return cfg
+
+    ours_default = compose_cfg([f"task={task}"]).task
+    ours = compose_cfg([f"task={task}", *OURS_ON_ISAACLABS_ROBOT]).task
+    theirs = robot(parse_env_cfg(str(ours.isaaclab_id), device="cpu", num_envs=ours.num_envs))
+    assert robot(build_env_cfg(ours, "cpu", 0)) == theirs
+    assert robot(build_env_cfg(ours_default, "cpu", 0)) != theirs, "ours by default: Unitree's armature and damping"
+    assert set(OURS_ON_ISAACLABS_ROBOT) <= set(command_for("ours", Settings("cpu", 8, 2, 0, "/r/h1.usda"), Path(".")))
 
 
 def test_quick_and_learning_defaults_are_cpu_sized():
