@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from tasks.warp_frontend import saved_views
+
 MASK_ONLY = object()
 """``env_ids`` of a reset that takes the environment's reset mask alone (passed to ``_reset_idx``)."""
 
@@ -295,18 +297,6 @@ class DeviceResets:
             log.update(call(stage=stage, warp_call={"fn": manager_reset, "kwargs": {"env_mask": env_mask}}) or {})
         env.episode_length_buf.masked_fill_(mask, 0)
         env.extras["log"] = keep_last_where_none_reset(log, before, saved, count)
-
-
-def saved_views(log: dict[str, Any]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Copies of the buffers that the tensors of ``log`` view (a Warp manager's figures are views of one buffer it
-    keeps and rewrites at each reset), by the buffer's id: (buffer, copy). Other tensors are new at each reset and
-    stay as they were."""
-    saved = {}
-    for value in log.values():
-        base = value._base if isinstance(value, torch.Tensor) else None
-        if base is not None and id(base) not in saved:
-            saved[id(base)] = (base, base.clone())
-    return saved
 
 
 def keep_last_where_none_reset(

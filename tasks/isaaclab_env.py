@@ -317,6 +317,10 @@ def build(task: DictConfig, device: str, seed: int, clip_actions: float | None =
         if stand_ins is not None:
             print(stand_ins.describe())
         wrapped = RslRlVecEnvWrapper(env, clip_actions=clip_actions)
+        if task.frontend == "warp":
+            from tasks.warp_frontend import snapshot_logs
+
+            snapshot_logs(wrapped)
         if precompiler is not None:
             info["precompiler"] = precompiler
             _report(precompiler, wait=bool(task.kernels.wait_for_workers))

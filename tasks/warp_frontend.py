@@ -5,6 +5,9 @@ The frontend (``isaaclab_experimental``) runs the observation, reward, terminati
 Warp kernels and, on a GPU, records each manager's step once as a CUDA graph that it replays from then on. It finds
 the Warp version of every term by name on the ``.mdp`` package that mirrors the term's own (``isaaclab.envs.mdp`` ->
 ``isaaclab_experimental.envs.mdp``); :func:`register_twins` adds the versions of ``tasks/warp_terms.py`` there.
+
+Its reward and termination managers log their figures as views of one buffer each, rewritten at every reset, where
+rsl-rl keeps each step's log by reference until the iteration's end: :func:`snapshot_logs` hands the learner copies.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +137,48 @@ def describe(captured: dict[str, bool]) -> str:
     eager = [name for name, yes in captured.items() if not yes]
     line = "[rlforge] Warp frontend: CUDA graphs for " + (", ".join(graphs) or "no manager")
     return line + (f"; kernels launched without a graph: {', '.join(eager)}" if eager else "")
+
+
+# -------------------------------------------------------------------------------------------------- logs
+def saved_views(log: dict[str, Any]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Copies of the buffers that the tensors of ``log`` view (a Warp manager's figures are views of one buffer it
+    keeps and rewrites at each reset), by the buffer's id: (buffer, copy), the copy with the buffer's strides. Other
+    tensors are new at each reset and stay as they were."""
+    import torch
+
+    saved = {}
+    for value in log.values():
+        base = value._base if isinstance(value, torch.Tensor) else None
+        if base is not None and id(base) not in saved:
+            saved[id(base)] = (base, base.clone())  # a dense buffer's clone keeps its strides
+    return saved
+
+
+def snapshot(log: dict[str, Any]) -> dict[str, Any]:
+    """``log`` with each figure that views a manager's buffer replaced by the same view of a copy of that buffer
+    taken now (:func:`saved_views`): one copy per buffer, on the device, that later resets leave as it is."""
+    saved = saved_views(log)
+    copied = {}
+    for key, value in log.items():
+        base = getattr(value, "_base", None)
+        if base is not None and id(base) in saved:
+            buffer, copy = saved[id(base)]
+            value = copy.as_strided(value.shape, value.stride(), value.storage_offset() - buffer.storage_offset())
+        copied[key] = value
+    return copied
+
+
+def snapshot_logs(env: Any) -> None:
+    """Make ``env`` (rsl-rl's wrapper of a Warp environment) hand out each step's ``extras["log"]`` as a
+    :func:`snapshot`: rsl-rl keeps every step's log by reference and averages them at the iteration's end, which
+    with the managers' rewritten buffers would give every step the last reset's figures. The environment's own log
+    is left as it is (the masked reset of ``task.device_resets`` reads it back)."""
+    step = env.step
+
+    def step_with_snapshot(actions: torch.Tensor):
+        obs, rewards, dones, extras = step(actions)
+        if "log" in extras:
+            extras = {**extras, "log": snapshot(extras["log"])}
+        return obs, rewards, dones, extras
+
+    env.step = step_with_snapshot

@@ -33,7 +33,7 @@ def test_device_resets_need_the_warp_frontend(compose_cfg):
 
 
 def test_logged_figures_stay_the_last_steps_where_no_environment_reset():
-    from tasks.device_resets import saved_views
+    from tasks.warp_frontend import saved_views
 
     buffer = torch.tensor([2.0, 3.0])  # a manager's persistent buffer; its figures are views of it
     first, second = buffer[0], buffer[1]
@@ -75,10 +75,11 @@ def rollout(handle, steps: int) -> list[dict]:
     env.get_observations()
     term = unwrapped.command_manager.get_term("base_velocity")
     levels = getattr(unwrapped.scene.terrain, "terrain_levels", None)
-    records = []
+    records, kept = [], []
     for _ in range(steps):
         actions = torch.rand(env.num_envs, env.num_actions, generator=generator) * 2 - 1
         obs, rewards, dones, extras = env.step(actions)
+        kept.append(extras["log"])  # as the learner keeps it: by reference, averaged at the iteration's end
         records.append(
             {
                 "obs": obs["policy"].clone(),
@@ -95,6 +96,9 @@ def rollout(handle, steps: int) -> list[dict]:
                 "log": {k: torch.as_tensor(v).clone() for k, v in extras["log"].items()},
             }
         )
+    for step, (log, record) in enumerate(zip(kept, records, strict=True)):
+        for name, value in log.items():
+            assert torch.equal(torch.as_tensor(value), record["log"][name]), f"step {step} kept {name} as read then"
     return records
 
 
@@ -103,7 +107,8 @@ def rollout(handle, steps: int) -> list[dict]:
 def test_masked_resets_give_the_steps_of_resets_by_ids(compose_cfg, tmp_path, monkeypatch, task):
     """The same environment, actions and start, stepped with Isaac Lab's reset by ids and then with the masked one
     (observation noise, reset events and pushes on, as the task has them): every observation, reward, done, counter,
-    command, terrain level and logged figure equal, step by step."""
+    command, terrain level and logged figure equal, step by step; and each step's log, kept as the learner keeps it,
+    still holds that step's figures at the end (the managers rewrite one buffer at every reset)."""
     steps = 40
     runs = {}
     for device_resets in (False, True):
@@ -122,6 +127,12 @@ def test_masked_resets_give_the_steps_of_resets_by_ids(compose_cfg, tmp_path, mo
     resets = torch.stack([r["dones"] for r in by_ids]).sum(dim=1)
     assert (resets > 0).any() and (resets == 0).any(), "the run should have steps with and without resets"
     assert ((resets > 0) & (resets < 8)).any(), "some steps should reset part of the environments"
+    logged = [
+        torch.stack([value for name, value in r["log"].items() if name.startswith("Episode_Reward/")])
+        for r, count in zip(by_ids, resets, strict=True)
+        if count > 0
+    ]
+    assert any(not torch.equal(logged[0], later) for later in logged[1:]), "resets should log different figures"
     for step, (a, b) in enumerate(zip(by_ids, masked, strict=True)):
         assert a["log"].keys() == b["log"].keys(), step
         for key in a:

@@ -180,6 +180,33 @@ def test_registration_is_idempotent_and_where_the_frontend_looks():
     assert WarpFrontend._resolve_warp_twin("height_scan", [module]) is HeightScan
 
 
+# --------------------------------------------------------------------------------------------------- logs
+def test_each_steps_log_is_a_snapshot_of_the_managers_buffers():
+    """The managers' figures are views of one buffer each, rewritten at every reset: what the learner keeps of a
+    step holds that step's figures afterwards, one copy per buffer, and the environment's own log is left alone."""
+    from tasks.warp_frontend import snapshot_logs
+
+    rewards, terminations = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.25, 0.75])
+    log = {f"Episode_Reward/{i}": rewards[i] for i in range(3)}
+    log |= {f"Episode_Termination/{i}": terminations[i] for i in range(2)}
+    log |= {"Metrics/fresh": torch.tensor(5.0), "Curriculum/level": 1.5}
+    extras = {"log": log, "time_outs": torch.zeros(2, dtype=torch.bool)}
+    env = SimpleNamespace(step=lambda actions: (None, None, None, extras))
+    snapshot_logs(env)
+    _, _, _, first = env.step(None)
+    rewards.copy_(torch.tensor([7.0, 8.0, 9.0]))  # the next step's reset
+    terminations.copy_(torch.tensor([1.0, 0.0]))
+    _, _, _, second = env.step(None)
+    assert [float(first["log"][f"Episode_Reward/{i}"]) for i in range(3)] == [1.0, 2.0, 3.0]
+    assert [float(first["log"][f"Episode_Termination/{i}"]) for i in range(2)] == [0.25, 0.75]
+    assert [float(second["log"][f"Episode_Reward/{i}"]) for i in range(3)] == [7.0, 8.0, 9.0]
+    bases = {id(value._base) for value in first["log"].values() if getattr(value, "_base", None) is not None}
+    assert len(bases) == 2, "one copy per buffer, not per figure"
+    assert first["log"]["Metrics/fresh"] is log["Metrics/fresh"] and first["log"]["Curriculum/level"] == 1.5
+    assert extras["log"] is log and log["Episode_Reward/0"]._base is rewards, "the environment's log is its own"
+    assert first["time_outs"] is extras["time_outs"]
+
+
 # -------------------------------------------------------------------------- environments (simulator)
 def devices() -> list:
     cuda = pytest.param("cuda:0", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
