@@ -26,7 +26,8 @@ OURS_ON_ISAACLABS_ROBOT = (
 the USD both trainers load (none: the project's H1 model states neither) and Isaac Lab's H1 effort limits. Ours
 defaults to Unitree's MuJoCo armature and damping (``task.robot``), which Isaac Lab's trainer cannot be given: its H1
 actuator groups leave both unset, and its command line refuses a number where its config holds None. A trainer
-comparison needs one robot; ``--ours-arg task.robot.armature=0.1`` puts ours back on its own."""
+comparison needs one robot; ``--ours-arg task.robot.armature=0.1 --ours-arg task.robot.joint_damping=1.0`` puts ours
+back on its own."""
 STEPS_PER_ENV = 24  # rsl-rl's num_steps_per_env in both trainers' H1 rough settings
 
 
