@@ -80,9 +80,8 @@ def end_startup() -> None:
     """Start-up is over (the first iteration begins): stop requests wait for the iteration's end again.
 
     Raises :class:`Interrupted` if a stop was requested before, so none is lost between the two phases."""
-    global _starting_at
     stop_now_if_starting()
-    _starting_at = None
+    leave_startup()
 
 
 def leave_startup() -> None:
