@@ -16,8 +16,12 @@ train: $(SETUP)  ## a real H1 rough-terrain training: preset=quick_gpu where CUD
 	@preset=$$($(PY) -c "import torch; print('quick_gpu' if torch.cuda.is_available() else 'quick_cpu')") && \
 	echo "make train: preset=$$preset" && $(PY) train.py preset=$$preset $(ARGS)
 
+# Two workers: the Slurm tests (one worker, one cluster) wait on the scheduler much of the time, and the other
+# worker takes the rest meanwhile. TEST_WORKERS=0 runs the suite in this process, one test after another.
+TEST_WORKERS ?= 2
+
 test: setup  ## every tier: unit, real simulator, real Slurm cluster, AWS emulator
-	$(PY) -m pytest tests $(ARGS)
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 test-fast:  ## unit tests only (seconds)
 	$(PY) -m pytest tests -m "not slow and not slurm and not sagemaker" $(ARGS)

@@ -33,3 +33,13 @@ def compose_cfg() -> Iterator:
 def toy_args(tmp_path: Path) -> list[str]:
     """Overrides for a fast toy run whose outputs land in ``tmp_path``."""
     return ["task=toy", f"output_root={tmp_path / 'outputs'}", "task.num_envs=16", "algo.num_steps_per_env=8"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``-n N --dist loadgroup`` (``make test``), every Slurm test goes to one worker, which starts the one
+    cluster they share; the other workers take the rest meanwhile (the Slurm tests spend much of their time waiting
+    on the scheduler)."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
