@@ -35,11 +35,36 @@ def toy_args(tmp_path: Path) -> list[str]:
     return ["task=toy", f"output_root={tmp_path / 'outputs'}", "task.num_envs=16", "algo.num_steps_per_env=8"]
 
 
+# The Slurm tests share one cluster, started by the first of them on its worker. A second worker would start a second
+# cluster whose job ids are the first one's (both count from 1), so a test that finds a job's processes by its id could
+# signal the other cluster's. Under `make test` (`-n N --dist loadgroup`) this folder is one work unit, on one worker.
+SLURM_TESTS = "tests/slurm/"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``-n N --dist loadgroup`` (``make test``), every Slurm test goes to one worker, which starts the one
-    cluster they share; the other workers take the rest meanwhile (the Slurm tests spend much of their time waiting
-    on the scheduler)."""
-    for item in items:
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+    """A Slurm test outside SLURM_TESTS would run on a worker of its own, with a cluster of its own."""
+    strays = [item.nodeid for item in items if item.get_closest_marker("slurm") and not _under_slurm_tests(item.nodeid)]
+    if strays:
+        raise pytest.UsageError(
+            f"Slurm-marked tests must live under {SLURM_TESTS} (one worker, one cluster): move {', '.join(strays)}"
+        )
+
+
+def _under_slurm_tests(nodeid: str) -> bool:
+    return nodeid.startswith(SLURM_TESTS)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` with SLURM_TESTS as one group. xdist's own grouping (the ``xdist_group`` mark) renames
+    each node id, which pytest 9 no longer lets a plugin do: the marked tests went to every worker."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SlurmTestsTogether(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SLURM_TESTS if _under_slurm_tests(nodeid) else super()._split_scope(nodeid)
+
+    return SlurmTestsTogether(config, log)

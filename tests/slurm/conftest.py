@@ -412,9 +412,11 @@ class SlurmCluster:
         return [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
 
     def all_job_ids(self) -> set[str]:
-        """Every job the accounting database knows, for checking that nothing was queued."""
-        result = self.run("sacct", "-n", "-X", "-P", "-a", "-S", "2000-01-01", "-o", "JobID", check=False)
-        return {line.strip() for line in result.stdout.splitlines() if line.strip()}
+        """Every job the controller holds, ended ones included (MinJobAge keeps them an hour), for checking that
+        nothing was queued. The accounting database would do as well but hears of jobs late: a job of an earlier test
+        could arrive there during the check."""
+        result = self.run("scontrol", "-o", "show", "job")
+        return {word.split("=", 1)[1] for word in result.stdout.split() if word.startswith("JobId=")}
 
     def wait_until_done(self, job_id: str, timeout: float = 240) -> dict[str, str]:
         """Block until every element of `job_id` has left the queue; return its final sacct states."""
@@ -470,6 +472,24 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             os.environ["SLURM_CONF"] = previous
         if not os.environ.get("KEEP_SLURM_LOGS"):
             shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+# What the controller says about nodes and jobs: the lines that explain an unexpected job state.
+_CONTROLLER_EVENTS = ("error", "not responding", "DOWN", "NODE_FAIL", "Requeu", "drain", "Kill task", "_job_complete")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """A failed Slurm test's report carries the controller's account of nodes and jobs (its log is deleted with the
+    cluster unless KEEP_SLURM_LOGS is set): a node marked down, a requeue, a step that would not die."""
+    report = yield
+    cluster = item.funcargs.get("slurm_cluster") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and isinstance(cluster, SlurmCluster):
+        log = cluster.log_dir / "slurmctld.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        events = [line for line in lines if any(word in line for word in _CONTROLLER_EVENTS)]
+        report.sections.append(("slurmctld (last events)", "\n".join(events[-60:]) or f"nothing in {log}"))
+    return report
 
 
 def _stop_on_signal(signum: int, _frame) -> None:
