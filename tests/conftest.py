@@ -43,7 +43,7 @@ SLURM_TESTS = "tests/slurm/"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A Slurm test outside SLURM_TESTS would run on a worker of its own, with a cluster of its own."""
+    """A Slurm test outside SLURM_TESTS could run on another worker, which would start a cluster of its own."""
     strays = [item.nodeid for item in items if item.get_closest_marker("slurm") and not _under_slurm_tests(item.nodeid)]
     if strays:
         raise pytest.UsageError(
@@ -57,8 +57,9 @@ def _under_slurm_tests(nodeid: str) -> bool:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadgroup`` with SLURM_TESTS as one group. xdist's own grouping (the ``xdist_group`` mark) renames
-    each node id, which pytest 9 no longer lets a plugin do: the marked tests went to every worker."""
+    """``--dist loadgroup`` with SLURM_TESTS as one group. xdist's own grouping (the ``xdist_group`` mark) appends the
+    group to ``item._nodeid``, which pytest 9.2 no longer reads (it keeps ``item._id``): marked tests went to every
+    worker."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
