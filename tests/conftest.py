@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from rlforge_testing import CONF
+from rlforge_testing import CONF, SLURM_TESTS
 
 
 @pytest.fixture
@@ -37,8 +37,7 @@ def toy_args(tmp_path: Path) -> list[str]:
 
 # The Slurm tests share one cluster, started by the first of them on its worker. A second worker would start a second
 # cluster whose job ids are the first one's (both count from 1), so a test that finds a job's processes by its id could
-# signal the other cluster's. Under `make test` (`-n N --dist loadgroup`) this folder is one work unit, on one worker.
-SLURM_TESTS = "tests/slurm/"
+# signal the other cluster's. Under `make test` (`-n N --dist loadgroup`) SLURM_TESTS is one work unit, on one worker.
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -14,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 REFERENCE_H1 = ROOT.parent / "shared" / "reference" / "unitree_h1"
+# The Slurm tests, relative to ROOT (as pytest's node ids are): they share one cluster, so `make test` runs them all on
+# one worker (tests/conftest.py).
+SLURM_TESTS = "tests/slurm/"
 # The toy task at its smallest: tiny networks, one epoch of one mini-batch; an iteration takes milliseconds.
 SMALL_TOY = (
     "task.num_envs=16",

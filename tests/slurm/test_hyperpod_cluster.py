@@ -323,8 +323,8 @@ def events_named(events: list[dict], name: str) -> list[dict]:
 
 def test_job_preempted_by_a_higher_priority_job_comes_back_at_the_iteration_it_stopped(slurm_cluster, tmp_path):
     """PreemptMode=REQUEUE with a GraceTime: Slurm sends SIGTERM, not SIGUSR2, and would kill the job later."""
-    # Iterations of 0.12 s on an idle machine and up to 1.2 s beside the other worker's simulator tests (one suite
-    # run): the run lasts well beyond the few seconds the preemption takes to arrive, and ends inside the wait below.
+    # Iterations of 0.12 s on an idle machine and 1.16 s on average beside the other worker's simulator tests (one
+    # suite run): the run lasts well beyond the few seconds the preemption takes to arrive, and ends inside the wait below.
     longer = ["task.num_envs=1024", "algo.num_steps_per_env=32", "algo.max_iterations=150", "algo.save_interval=1000"]
     result = train(slurm_cluster, tmp_path, *longer)
     assert result.returncode == 0, result.stderr
